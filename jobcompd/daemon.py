@@ -1,0 +1,637 @@
+"""The daemon: wires spool → record → delivery → acknowledgement and owns the lifecycle.
+
+One thread does all the work (the main loop); watchdog's thread and the signal handlers only record
+what happened and wake it through a pipe (gunicorn's arbiter does the same). The loop:
+
+1. acts on signals (SIGHUP reload, SIGTERM/SIGINT stop);
+2. takes new names from inotify, rescans ``new/`` when due;
+3. fills the window: reads, parses and produces records, oldest first, while fewer than
+   ``max_inflight`` are unacknowledged (back-pressure: the spool holds the rest on disk);
+4. serves librdkafka's callbacks and acts on the recorded delivery reports: unlink on success,
+   retry or dead-letter on failure;
+5. watches the producer's health: a fatal error, or no delivery report for ``stall_timeout``
+   while the broker answers, replaces the producer and re-sends everything unacknowledged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import os
+import select
+import signal
+import time
+from collections import deque
+from pathlib import Path
+
+import structlog
+from confluent_kafka import KafkaError, KafkaException
+
+from jobcompd import config as configmod
+from jobcompd import log as logmod
+from jobcompd import notify, record, spool, state
+from jobcompd.config import Config, ConfigError
+from jobcompd.delivery import (
+    PERMANENT,
+    PRODUCER,
+    Message,
+    Producer,
+    Report,
+    classify,
+    is_purge,
+    is_timeout,
+)
+from jobcompd.intake import PendingQueue, SpoolWatcher, scan_into
+
+log = structlog.get_logger("jobcompd")
+
+EX_OK = 0
+EX_SOFTWARE = 70
+EX_CANTCREAT = 73
+EX_TEMPFAIL = 75
+EX_CONFIG = 78
+
+#: How many names the intake keeps in memory at most; more files wait on disk for a rescan.
+QUEUE_LIMIT = 100_000
+#: Records read and produced per loop pass, so delivery reports keep being served in a burst.
+FILL_BATCH = 2_000
+#: How long one poll waits while messages are on the wire.
+BUSY_POLL_S = 0.005
+#: First retry delay after a timed-out delivery; doubles up to retry_backoff_max.
+RETRY_BACKOFF_MIN_S = 1.0
+#: A file older than this in tmp/ was left by a killed hook (Maildir's rule: 36 hours).
+TMP_MAX_AGE_S = 36 * 3600
+#: Timeout of the metadata request that tells a stalled producer from an unreachable broker.
+PROBE_TIMEOUT_S = 3.0
+
+_EVENT_OF_FILE = {"end": record.EVENT_END, "start": record.EVENT_START}
+
+
+class Daemon:
+    """The long-running service. ``run()`` returns the process exit code."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.spool = spool.Spool(
+            config.spool_dir,
+            max_record_bytes=config.params.max_record_bytes,
+            allowed_uids=config.spool_owners or None,
+        )
+        self.lock = state.InstanceLock(config.state_dir)
+        self.queue = PendingQueue(QUEUE_LIMIT)
+        #: every unacknowledged record, by spool name: produced, waiting to be, or backing off.
+        self.window: dict[str, Message] = {}
+        #: ready to produce (first ones first): re-sends after a rebuild, BufferError leftovers.
+        self.ready: deque[Message] = deque()
+        #: (retry_at, seq, message): timed-out records waiting for their backoff.
+        self.retries: list[tuple[float, int, Message]] = []
+        self._retry_seq = 0
+        self.producer: Producer | None = None
+        self.counters: dict[str, int] = {}
+        self._attempts: dict[str, int] = {}
+        self._maybe_delivered: set[str] = set()
+        self._suspects_left = 0  # after a crash: how many first sends may be duplicates
+        self._stopping = False
+        self._reload_requested = False
+        self._rescan_requested = True
+        self._next_rescan = 0.0
+        self._progress_at = time.monotonic()
+        self._next_probe = 0.0
+        self._rebuild_reason: str | None = None
+        self._broker_up: bool | None = None
+        self._last_error: str | None = None
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.watcher = SpoolWatcher(self.spool.new, self.wake)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            self.lock.acquire()
+        except state.LockError as e:
+            log.error("already_running", error=str(e))
+            return EX_TEMPFAIL
+        except OSError as e:
+            log.error("state_dir_unusable", path=str(self.config.state_dir), error=str(e))
+            return EX_CANTCREAT
+        try:
+            self._start()
+        except (OSError, spool.SpoolError, KafkaException) as e:
+            log.error("start_failed", error=str(e))
+            self.lock.release()
+            return EX_CONFIG if isinstance(e, KafkaException) else EX_CANTCREAT
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+            self.lock.release()
+        return EX_OK
+
+    def _start(self) -> None:
+        cfg = self.config
+        for warning in cfg.warnings:
+            log.warning("config_warning", detail=warning)
+        for warning in self.spool.ensure_dirs():
+            log.warning("spool_warning", detail=warning)
+        for name in self.spool.clean_tmp(older_than_s=TMP_MAX_AGE_S):
+            log.warning("stale_tmp_removed", file=name,
+                        detail="left in tmp/ by a hook that was killed before its rename")
+        self._load_state()
+        self._save_state(clean=False)
+        self.producer = Producer(cfg.producer_config())
+        self._install_signals()
+        self.watcher.start()  # before the scan: a file arriving during the scan is not missed
+        self._rescan(time.monotonic())
+        log.info(
+            "started",
+            pid=os.getpid(),
+            spool=str(cfg.spool_dir),
+            backlog=len(self.queue),
+            topic=cfg.params.topic,
+            kafka=cfg.redacted_kafka(),
+        )
+        notify.ready(self._status_line())
+
+    def _load_state(self) -> None:
+        try:
+            saved = state.load(self.config.state_dir)
+        except state.StateError as e:
+            moved = state.move_aside(self.config.state_dir)
+            log.error(
+                "state_file_unusable",
+                error=str(e),
+                moved_to=str(moved),
+                detail="continuing from the spool; nothing is lost, re-sends are not annotated",
+            )
+            return
+        if saved is None:
+            return
+        self.counters = dict(saved.counters)
+        self._attempts = dict(saved.attempts)
+        self._maybe_delivered = set(saved.in_flight)
+        if not saved.clean:
+            self._suspects_left = self.config.params.max_inflight
+            log.warning(
+                "unclean_stop",
+                detail="the last run did not stop cleanly; its in-flight records are re-sent "
+                "with the redelivery header",
+                suspects=self._suspects_left,
+            )
+
+    def _save_state(self, *, clean: bool, pending: list[str] | None = None,
+                    in_flight: list[str] | None = None) -> None:
+        st = state.State(
+            clean=clean,
+            pending=pending or [],
+            in_flight=in_flight or [],
+            attempts={n: m.attempts for n, m in self.window.items() if m.attempts > 0},
+            counters=dict(self.counters),
+        )
+        try:
+            state.save(self.config.state_dir, st)
+        except OSError as e:
+            log.error("state_save_failed", path=str(self.config.state_dir), error=str(e))
+
+    def _install_signals(self) -> None:
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    def _on_stop_signal(self, signum: int, _frame: object) -> None:
+        self._stopping = True
+
+    def _on_hup(self, signum: int, _frame: object) -> None:
+        self._reload_requested = True
+
+    def wake(self) -> None:
+        """Interrupt the main loop's wait; callable from any thread."""
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"w")
+
+    # -- the main loop --------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            now = time.monotonic()
+            if self._reload_requested:
+                self._reload_requested = False
+                self._reload()
+            self._take_watch_events()
+            if self._rescan_requested or now >= self._next_rescan or (
+                self.queue.truncated and not self.queue
+            ):
+                self._rescan(now)
+            self._produce_due(now)
+            self._fill_window()
+            assert self.producer is not None
+            busy = self.producer.outstanding() > 0
+            self._handle_reports(self.producer.poll(BUSY_POLL_S if busy else 0))
+            self._check_producer(time.monotonic())
+            if not busy and not self._has_work():
+                self._wait(self._idle_timeout(time.monotonic()))
+            else:
+                self._drain_wake_pipe()
+
+    def _has_work(self) -> bool:
+        room = len(self.window) < self.config.params.max_inflight
+        return bool(self.ready) or (room and bool(self.queue)) or self._stopping
+
+    def _idle_timeout(self, now: float) -> float:
+        timeout = min(float(self.config.params.poll_interval_s or 1), self._next_rescan - now)
+        if self.retries:
+            timeout = min(timeout, self.retries[0][0] - now)
+        return max(0.0, timeout)
+
+    def _wait(self, timeout: float) -> None:
+        with contextlib.suppress(InterruptedError):
+            select.select([self._wake_r], [], [], timeout)
+        self._drain_wake_pipe()
+
+    def _drain_wake_pipe(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 4096):
+                pass
+
+    # -- intake ---------------------------------------------------------------------------
+
+    def _take_watch_events(self) -> None:
+        names, overflowed = self.watcher.take()
+        if overflowed:
+            log.warning("inotify_overflow", detail="rescanning the spool")
+            self._rescan_requested = True
+        window = self.window
+        for name in names:
+            if name not in window:
+                self.queue.add(name)
+
+    def _rescan(self, now: float) -> None:
+        self._rescan_requested = False
+        self._next_rescan = now + self.config.params.rescan_interval_s
+        try:
+            scan_into(self.queue, self.spool.scan, self.window.keys())
+        except OSError as e:
+            log.error("spool_scan_failed", path=str(self.spool.new), error=str(e))
+
+    def _fill_window(self) -> None:
+        limit = self.config.params.max_inflight
+        budget = FILL_BATCH
+        while self.queue and len(self.window) < limit and budget > 0 and not self.ready:
+            budget -= 1
+            msg = self._read(self.queue.pop())
+            if msg is not None:
+                self.window[msg.name] = msg
+                self.counters["ingested"] = self.counters.get("ingested", 0) + 1
+                if not self._send(msg):
+                    return
+
+    def _read(self, name: str) -> Message | None:
+        """Turn one spool file into a Message; dead-letter or retire what cannot be sent."""
+        if name in self.window:
+            return None  # already on its way: never produced twice
+        try:
+            meta = spool.parse_name(name)
+            data = self.spool.read(name)
+        except FileNotFoundError:
+            return None  # retired meanwhile (a late inotify event, or removed by hand)
+        except spool.RejectedFile as e:
+            self._dead_letter(name, e.reason, str(e), job_id=None)
+            return None
+        except OSError as e:
+            # Out of file descriptors or memory: the process's trouble, not the file's. It stays
+            # in new/ and the next rescan brings it back.
+            log.error("spool_read_failed", file=name, error=str(e))
+            self._rescan_requested = True
+            return None
+        cfg = self.config
+        try:
+            rec = record.parse_record(
+                data, meta.fmt, cluster=cfg.cluster_name, event_hint=meta.event
+            )
+        except record.RecordError as e:
+            self._dead_letter(name, "malformed", f"{self.spool.new / name}: {e}", meta.job_id)
+            return None
+        if rec.event == record.EVENT_START and not cfg.params.enable_job_start:
+            log.debug("start_record_skipped", job_id=rec.job_id, job_event=rec.event, file=name,
+                      detail="enable_job_start is off")
+            self.spool.retire(name)
+            return None
+        msg = Message(
+            name=name,
+            job_id=rec.job_id,
+            event=rec.event,
+            key=f"{cfg.cluster_name}:{rec.job_id}".encode(),
+            value=rec.value,
+            record_id=rec.record_id,
+            arrived_ns=meta.ns,
+            attempts=self._attempts.pop(name, 0),
+        )
+        if name in self._maybe_delivered:
+            self._maybe_delivered.discard(name)
+            msg.redelivery = True
+        elif self._suspects_left > 0:
+            msg.redelivery = True
+        if self._suspects_left > 0:
+            self._suspects_left -= 1
+        log.debug("ingested", job_id=msg.job_id, job_event=msg.event, file=name)
+        return msg
+
+    # -- producing ------------------------------------------------------------------------
+
+    def _topic_for(self, event: str) -> str:
+        p = self.config.params
+        return p.topic_job_start if event == record.EVENT_START else p.topic
+
+    def _send(self, msg: Message) -> bool:
+        """Produce one message; False when librdkafka's queue is full (try again later)."""
+        assert self.producer is not None
+        msg.topic = self._topic_for(msg.event)
+        if self.producer.outstanding() == 0:
+            self._progress_at = time.monotonic()
+        try:
+            self.producer.produce(msg)
+        except BufferError:
+            self.ready.appendleft(msg)
+            return False
+        except KafkaException as e:
+            err: KafkaError = e.args[0]
+            kind = classify(err)
+            if kind == PRODUCER:
+                self.ready.appendleft(msg)
+                self._rebuild_reason = f"producer error: {err.str()}"
+                return False
+            if kind == PERMANENT:
+                self._dead_letter_msg(msg, f"kafka:{err.name()}", err.str())
+            else:
+                self._retry_later(msg, err)
+            return True
+        msg.attempts += 1
+        log.debug("produced", job_id=msg.job_id, job_event=msg.event, file=msg.name,
+                  topic=msg.topic, attempt=msg.attempts)
+        return True
+
+    def _produce_due(self, now: float) -> None:
+        while self.retries and self.retries[0][0] <= now:
+            _, _, msg = heapq.heappop(self.retries)
+            if msg.name in self.window:
+                msg.retry_at = 0.0
+                self.ready.append(msg)
+        while self.ready:
+            msg = self.ready.popleft()
+            if msg.name not in self.window:
+                continue
+            if not self._send(msg):
+                return
+
+    # -- delivery reports -----------------------------------------------------------------
+
+    def _handle_reports(self, reports: list[Report]) -> None:
+        if not reports:
+            return
+        assert self.producer is not None
+        gen = self.producer.generation
+        probe: bool | None = None
+        for rep in reports:
+            msg = rep.message
+            if rep.generation != gen or msg.generation != rep.generation:
+                continue  # from a producer that was replaced: its message was sent again
+            if self.window.get(msg.name) is not msg:
+                continue
+            self._progress_at = time.monotonic()
+            err = rep.error
+            if err is None:
+                self._delivered(msg, rep)
+            elif is_timeout(err):
+                if probe is None:
+                    probe = self.producer.probe(PROBE_TIMEOUT_S)
+                    self._broker_up = probe
+                self._timed_out(msg, err, broker_answers=probe)
+            elif is_purge(err):
+                msg.generation = -1  # only during shutdown: stays in the spool
+            else:
+                self._failed(msg, err)
+
+    def _delivered(self, msg: Message, rep: Report) -> None:
+        del self.window[msg.name]
+        self.spool.retire(msg.name)
+        self._broker_up = True
+        self.counters["delivered"] = self.counters.get("delivered", 0) + 1
+        log.debug(
+            "delivered",
+            job_id=msg.job_id,
+            job_event=msg.event,
+            file=msg.name,
+            topic=msg.topic,
+            partition=rep.partition,
+            offset=rep.offset,
+            attempts=msg.attempts,
+        )
+
+    def _timed_out(self, msg: Message, err: KafkaError, *, broker_answers: bool) -> None:
+        msg.generation = -1
+        msg.redelivery = True  # the broker may have written it and lost only the ack
+        if broker_answers:
+            # The broker answers but this message timed out: the producer is wedged (for example
+            # an idempotent producer whose broker forgot its state). A new one delivers.
+            self.ready.append(msg)
+            self._rebuild_reason = "messages time out while the broker answers"
+            return
+        if not self.config.params.requeue_on_msg_timeout:
+            self._dead_letter_msg(msg, "timeout", err.str())
+            return
+        self._retry_later(msg, err)
+
+    def _failed(self, msg: Message, err: KafkaError) -> None:
+        """A delivery failed with something other than a timeout."""
+        self._last_error = err.str()
+        msg.generation = -1
+        kind = classify(err)
+        if kind == PRODUCER:
+            msg.redelivery = True
+            self.ready.append(msg)
+            self._rebuild_reason = f"producer error: {err.str()}"
+        elif kind == PERMANENT:
+            self._dead_letter_msg(msg, f"kafka:{err.name()}", err.str())
+        else:
+            msg.redelivery = True
+            self._retry_later(msg, err)
+
+    def _retry_later(self, msg: Message, err: KafkaError) -> None:
+        """Send again after a backoff that doubles with each attempt."""
+        delay = min(
+            self.config.params.retry_backoff_max_s,
+            RETRY_BACKOFF_MIN_S * 2 ** min(msg.attempts - 1, 16),
+        )
+        msg.retry_at = time.monotonic() + delay
+        self._retry_seq += 1
+        heapq.heappush(self.retries, (msg.retry_at, self._retry_seq, msg))
+        self.counters["retried"] = self.counters.get("retried", 0) + 1
+        log.warning("delivery_retry", job_id=msg.job_id, job_event=msg.event, file=msg.name,
+                    error=err.str(), retry_in=round(delay, 1), attempts=msg.attempts)
+
+    def _dead_letter_msg(self, msg: Message, reason: str, message: str) -> None:
+        self.window.pop(msg.name, None)
+        self._dead_letter(msg.name, reason, message, msg.job_id, attempts=msg.attempts,
+                          job_event=msg.event)
+
+    def _dead_letter(self, name: str, reason: str, message: str, job_id: int | None,
+                     attempts: int = 0, job_event: str | None = None) -> None:
+        key = f"dead_lettered:{reason}"
+        self.counters[key] = self.counters.get(key, 0) + 1
+        self._last_error = message
+        log.error("dead_lettered", job_id=job_id, job_event=job_event, file=name, reason=reason,
+                  error=message, failed_dir=str(self.spool.failed))
+        try:
+            self.spool.dead_letter(name, reason, message, attempts=attempts, job_id=job_id)
+        except OSError as e:
+            log.error("dead_letter_failed", job_id=job_id, file=name, error=str(e),
+                      detail="the file stays in new/ and is retried at the next rescan")
+
+    # -- producer health ------------------------------------------------------------------
+
+    def _check_producer(self, now: float) -> None:
+        assert self.producer is not None
+        health = self.producer.health
+        if health.errors:
+            for err in health.errors:
+                if err.code() == KafkaError._ALL_BROKERS_DOWN:
+                    self._broker_up = False
+                self._last_error = err.str()
+                log.warning("kafka_error", error=err.str(), code=err.name(), fatal=err.fatal())
+            health.errors.clear()
+        if health.fatal is not None and self._rebuild_reason is None:
+            self._rebuild_reason = f"fatal producer error: {health.fatal.str()}"
+        if self._rebuild_reason is None and self._stalled(now):
+            up = self.producer.probe(PROBE_TIMEOUT_S)
+            self._broker_up = up
+            if up:
+                self._rebuild_reason = (
+                    f"no delivery report for {self.config.params.stall_timeout_s:g} s while "
+                    "the broker answers"
+                )
+            else:
+                self._next_probe = time.monotonic() + self.config.params.stall_timeout_s
+        if self._rebuild_reason is not None:
+            reason, self._rebuild_reason = self._rebuild_reason, None
+            self._rebuild(reason)
+
+    def _stalled(self, now: float) -> bool:
+        stall = self.config.params.stall_timeout_s
+        return (
+            now >= self._next_probe
+            and now - self._progress_at >= stall
+            and any(m.generation >= 0 for m in self.window.values())
+        )
+
+    def _rebuild(self, reason: str, conf: dict[str, str] | None = None) -> bool:
+        """Replace the producer and queue every unacknowledged record to be sent again."""
+        assert self.producer is not None
+        old_gen = self.producer.generation
+        try:
+            reports = self.producer.rebuild(conf)
+        except KafkaException as e:
+            log.error("producer_rebuild_failed", reason=reason, error=str(e))
+            return False
+        self.counters["producer_rebuilds"] = self.counters.get("producer_rebuilds", 0) + 1
+        for rep in reports:
+            msg = rep.message
+            if rep.generation != old_gen or self.window.get(msg.name) is not msg:
+                continue
+            if rep.error is None:
+                self._delivered(msg, rep)
+            elif rep.error.code() != KafkaError._PURGE_QUEUE:
+                msg.redelivery = True  # purged in flight, or failed: it may have arrived
+        resend = [m for m in self.window.values() if m.generation == old_gen]
+        for msg in resend:
+            msg.generation = -1
+        self.ready.extendleft(reversed(resend))
+        self._progress_at = time.monotonic()
+        self._next_probe = 0.0
+        log.warning("producer_rebuilt", reason=reason, resent=len(resend),
+                    generation=self.producer.generation)
+        return True
+
+    # -- reload ---------------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        notify.reloading()
+        old = self.config
+        try:
+            new = configmod.load(old.path)
+        except ConfigError as e:
+            log.error("reload_failed", error=str(e), detail="the running configuration is kept")
+            notify.ready(self._status_line())
+            return
+        for key in ("spool_dir", "state_dir"):
+            if getattr(new, key) != getattr(old, key):
+                log.warning("reload_needs_restart", key=key, running=str(getattr(old, key)),
+                            configured=str(getattr(new, key)))
+        if new.kafka_changed(old) and not self._rebuild(
+            "librdkafka properties changed", new.producer_config()
+        ):
+            log.error("reload_failed", error="the new librdkafka properties were refused",
+                      detail="the running configuration is kept")
+            notify.ready(self._status_line())
+            return
+        self.config = new
+        logmod.configure(debug=new.debug_jobcomp, log_format=new.log_format)
+        for warning in new.warnings:
+            log.warning("config_warning", detail=warning)
+        self.counters["reloads"] = self.counters.get("reloads", 0) + 1
+        log.info("reloaded", topic=new.params.topic, topic_job_start=new.params.topic_job_start,
+                 kafka=new.redacted_kafka())
+        notify.ready(self._status_line())
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        """Stop intake, purge what was never sent, flush, save the state file."""
+        notify.stopping()
+        self.watcher.stop()
+        if self.producer is None:
+            return
+        gen = self.producer.generation
+        flush_ms = self.config.params.flush_timeout_ms
+        reports = self.producer.shutdown(flush_ms)
+        purged_queue: set[str] = set()
+        for rep in reports:
+            msg = rep.message
+            if rep.generation != gen or self.window.get(msg.name) is not msg:
+                continue
+            if rep.error is None:
+                self._delivered(msg, rep)
+            elif rep.error.code() == KafkaError._PURGE_QUEUE:
+                purged_queue.add(msg.name)
+        pending, in_flight = [], []
+        for name, msg in self.window.items():
+            if msg.generation == gen and name not in purged_queue:
+                in_flight.append(name)
+            else:
+                pending.append(name)
+        self.producer.abandon()
+        self._save_state(clean=True, pending=sorted(pending), in_flight=sorted(in_flight))
+        log.info("stopped", pending=len(pending), in_flight=len(in_flight),
+                 delivered=self.counters.get("delivered", 0))
+
+    # -- status ---------------------------------------------------------------------------
+
+    def _status_line(self) -> str:
+        up = {None: "unknown", True: "up", False: "down"}[self._broker_up]
+        return (
+            f"backlog {len(self.queue)}{'+' if self.queue.truncated else ''}, "
+            f"in flight {len(self.window)}, delivered {self.counters.get('delivered', 0)}, "
+            f"failed {sum(v for k, v in self.counters.items() if k.startswith('dead_lettered'))}, "
+            f"broker {up}"
+        )
+
+
+def run(config_path: Path) -> int:
+    """``jobcompd run``: load the configuration, set up logging, run until stopped."""
+    try:
+        cfg = configmod.load(config_path)
+    except ConfigError as e:
+        logmod.configure()
+        log.error("config_invalid", error=str(e))
+        return EX_CONFIG
+    logmod.configure(debug=cfg.debug_jobcomp, log_format=cfg.log_format)
+    return Daemon(cfg).run()

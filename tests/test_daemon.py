@@ -1,0 +1,312 @@
+"""The spine end to end: the real hook → spool → daemon process → real broker → consumer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.broker import Tansu, free_port, wait_for
+from tests.support import DATA, DaemonUnderTest, read_env_fixture, rss_kib
+
+pytestmark = pytest.mark.broker
+
+RECORDS = DATA / "records"
+EXPECTED = RECORDS / "expected"
+END_FIXTURES = sorted(RECORDS.glob("end-*.env"))
+START_FIXTURES = sorted(RECORDS.glob("start-*.env"))
+
+
+def end_env(job_id: int) -> dict[str, str]:
+    """A realistic jobcomp/script environment for a made-up job id."""
+    env = read_env_fixture(RECORDS / "end-4.env")
+    env["JOBID"] = str(job_id)
+    env["JOBNAME"] = f"job-{job_id}"
+    return env
+
+
+def end_env_bytes(job_id: int) -> bytes:
+    return b"".join(f"{k}={v}".encode() + b"\0" for k, v in end_env(job_id).items())
+
+
+def drop(spool: Path, job_id: int, seq: int = 0) -> str:
+    """Write a record the way the hook does (tmp, fsync, rename), fast enough for thousands."""
+    name = f"{time.time_ns() + seq:019d}.{job_id}.end.env"
+    tmp = spool / "tmp" / name
+    with open(tmp, "wb") as f:
+        f.write(end_env_bytes(job_id))
+    os.rename(tmp, spool / "new" / name)
+    return name
+
+
+def ids_of(received) -> list[int]:
+    return [json.loads(r.value)["jobid"] for r in received]
+
+
+def test_every_fixture_arrives_once_with_the_expected_message(daemon: DaemonUnderTest):
+    daemon.params["enable_job_start"] = None
+    daemon.write_config()
+    daemon.start()
+    t0 = int(time.time())
+    for path in END_FIXTURES + START_FIXTURES:
+        daemon.hook(read_env_fixture(path))
+    t1 = int(time.time()) + 1
+    ends = daemon.consume(len(END_FIXTURES), settle=1.0)
+    starts = daemon.consume(len(START_FIXTURES), topic=daemon.start_topic, settle=0.5)
+    assert len(ends) == len(END_FIXTURES)
+    assert len(starts) == len(START_FIXTURES)
+
+    by_id = {(r.headers["event"], json.loads(r.value)["jobid"]): r for r in ends + starts}
+    for path in END_FIXTURES:
+        expected = (EXPECTED / (path.stem + ".json")).read_bytes().rstrip(b"\n")
+        got = by_id[(b"job_end", json.loads(expected)["jobid"])]
+        assert got.value == expected, path.name
+        assert got.key == f"testcluster:{json.loads(expected)['jobid']}".encode()
+        assert got.headers["schema"] == b"1"
+        assert len(got.headers["jobcompd-id"]) >= 16
+        assert "redelivery" not in got.headers
+    for path in START_FIXTURES:
+        expected = json.loads((EXPECTED / (path.stem + ".json")).read_bytes())
+        got = by_id[(b"job_start", expected["jobid"])]
+        value = json.loads(got.value)
+        # Slurm 22.05's prolog gives no start time: the hook's own time stands in for it.
+        start = value.pop("@start")
+        assert t0 <= _epoch(start) <= t1, (path.name, start)
+        expected.pop("@start", None)
+        assert value == expected, path.name
+        assert list(value) == list(expected), path.name
+        assert got.topic == daemon.start_topic
+
+    wait_for(lambda: not daemon.new_files(), 10, what="spool files retired")
+    assert daemon.failed_files() == []
+    assert daemon.stop() == 0
+
+
+def _epoch(text: str) -> int:
+    import calendar
+
+    return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+
+
+def test_start_records_are_retired_quietly_when_start_events_are_off(daemon):
+    daemon.start()
+    daemon.hook(read_env_fixture(START_FIXTURES[0]))
+    daemon.hook(read_env_fixture(END_FIXTURES[0]))
+    assert len(daemon.consume(1, settle=0.5)) == 1
+    wait_for(lambda: not daemon.new_files(), 10, what="start record retired")
+    assert daemon.failed_files() == []
+    assert not daemon.log_lines("dead_lettered")
+
+
+def test_bad_files_go_to_failed_with_a_reason_and_the_daemon_keeps_going(daemon):
+    daemon.start()
+    new = daemon.spool / "new"
+    (new / f"{time.time_ns():019d}.77.end.env").write_bytes(b"")  # empty
+    (new / f"{time.time_ns():019d}.78.end.env").write_bytes(b"JOBNAME=x\0USERNAME=u\0")  # no id
+    (new / f"{time.time_ns():019d}.79.end.json").write_bytes(b"{not json")  # malformed
+    (new / "garbage-name.txt").write_bytes(b"JOBID=1\0")  # not a spool name
+    daemon.hook(end_env(80))
+    got = daemon.consume(1, settle=0.5)
+    assert ids_of(got) == [80]
+    wait_for(lambda: len(daemon.failed_files()) == 8, 10, what="4 dead letters + 4 reasons")
+    reasons = {
+        p: json.loads((daemon.spool / "failed" / p).read_text())
+        for p in daemon.failed_files() if p.endswith(".reason")
+    }
+    assert len(reasons) == 4
+    for name, why in reasons.items():
+        assert why["reason"] and why["message"], name
+    assert {r["reason"] for r in reasons.values()} >= {"malformed", "bad_name"}
+    assert len(daemon.log_lines("dead_lettered")) == 4
+    assert daemon.proc.poll() is None
+    assert daemon.new_files() == []
+
+
+def test_second_instance_is_refused(daemon):
+    daemon.start()
+    second = subprocess.run(
+        [sys.executable, "-m", "jobcompd", "run", "-c", str(daemon.conf)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert second.returncode == 75
+    assert "already runs" in second.stderr
+    assert str(daemon.proc.pid) in second.stderr
+    assert daemon.proc.poll() is None
+
+
+def test_sighup_changes_topic_and_a_broken_file_keeps_the_old_config(daemon):
+    daemon.start()
+    daemon.hook(end_env(101))
+    assert ids_of(daemon.consume(1)) == [101]
+
+    old_topic = daemon.topic
+    daemon.topic = old_topic + "-new"
+    daemon.write_config()
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log("reloaded")
+    daemon.hook(end_env(102))
+    assert ids_of(daemon.consume(1)) == [102]
+
+    good = daemon.conf.read_text()
+    daemon.conf.write_text(good + "NoSuchKey=1\n")
+    daemon.signal(signal.SIGHUP)
+    (line,) = daemon.wait_log("reload_failed")
+    assert "NoSuchKey" in line
+    daemon.hook(end_env(103))
+    assert sorted(ids_of(daemon.consume(2, settle=0.5))) == [102, 103]
+    assert ids_of(daemon.consume(1, topic=old_topic, settle=0.5)) == [101]
+    assert daemon.proc.poll() is None
+
+
+def test_sighup_with_new_kafka_properties_rebuilds_the_producer(daemon):
+    daemon.start()
+    daemon.hook(end_env(201))
+    assert ids_of(daemon.consume(1)) == [201]
+    daemon.kafka["linger.ms"] = "50"
+    daemon.write_config()
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log("reloaded")
+    assert daemon.log_lines("producer_rebuilt")
+    daemon.hook(end_env(202))
+    assert sorted(ids_of(daemon.consume(2, settle=0.5))) == [201, 202]
+
+
+def test_broker_outage_piles_up_on_disk_and_everything_arrives_after(daemon, broker):
+    """Broker paused (state kept) for longer than message.timeout.ms while records arrive."""
+    daemon.params.update(requeue_on_msg_timeout=None, max_inflight="50")
+    daemon.kafka["message.timeout.ms"] = "3000"
+    daemon.write_config()
+    daemon.start()
+    for i in range(5):
+        daemon.hook(end_env(300 + i))
+    assert len(daemon.consume(5)) == 5
+    broker.pause()
+    try:
+        for i in range(5, 400):
+            drop(daemon.spool, 300 + i, i)
+        # Only the window is in memory; the rest waits on disk.
+        daemon.wait_log("delivery_retry", timeout=30)
+        backlog = len(daemon.new_files())
+        assert backlog >= 395 - 50
+        rss = rss_kib(daemon.proc.pid)
+        assert rss < 150 * 1024, f"RSS {rss} KiB during the outage"
+    finally:
+        broker.resume()
+    got = daemon.consume(400, timeout=60, settle=1.0)
+    assert set(ids_of(got)) == set(range(300, 700))
+    wait_for(lambda: not daemon.new_files(), 30, what="backlog drained")
+    assert daemon.failed_files() == []
+
+
+def test_sigterm_with_broker_down_exits_in_time_and_nothing_is_lost(tmp_path):
+    port = free_port()
+    tansu = Tansu(port=port).start()
+    dut = DaemonUnderTest(root=tmp_path, bootstrap=tansu.bootstrap)
+    dut.params["flush_timeout"] = "1000"
+    dut.extra_conf["DebugFlags"] = "JobComp"
+    dut.write_config()
+    try:
+        dut.start()
+        dut.hook(end_env(400))
+        assert len(dut.consume(1)) == 1
+        tansu.stop()
+        for i in range(1, 30):
+            dut.hook(end_env(400 + i))
+        dut.wait_log("produced", count=30)  # all of them handed to librdkafka
+        t = time.monotonic()
+        dut.signal(signal.SIGTERM)
+        assert dut.wait_exit(10) == 0
+        elapsed = time.monotonic() - t
+        assert elapsed < 1.0 + 1.0, f"exit took {elapsed:.2f} s with flush_timeout=1000"
+        state = json.loads((dut.state / "jobcompd_state").read_text())
+        assert state["clean"] is True
+        assert sorted(state["pending"] + state["in_flight"]) == dut.new_files()
+        assert len(dut.new_files()) == 29
+
+        tansu = Tansu(port=port).start()
+        dut.start()
+        got = dut.consume(29, timeout=60, settle=1.0)
+        assert set(ids_of(got)) == set(range(401, 430))
+        wait_for(lambda: not dut.new_files(), 20, what="spool drained")
+    finally:
+        if dut.proc and dut.proc.poll() is None:
+            dut.kill()
+        tansu.stop()
+
+
+def test_sigkill_mid_stream_loses_nothing_and_duplicates_are_recognisable(daemon):
+    total = 5000
+    daemon.start()
+    writer_done = threading.Event()
+
+    def write_stream():
+        for i in range(total):
+            drop(daemon.spool, 10_000 + i, i)
+            if i % 50 == 0:
+                time.sleep(0.005)
+        writer_done.set()
+
+    writer = threading.Thread(target=write_stream)
+    writer.start()
+    # Kill it while records are both arriving and in flight.
+    wait_for(lambda: daemon.log_text().count("\n") > 0 and len(daemon.new_files()) > 0
+             and _delivered_some(daemon), 30, what="stream under way")
+    daemon.kill()
+    writer.join()
+    assert writer_done.is_set()
+    daemon.start()
+    got = daemon.consume(total, timeout=120, settle=2.0)
+    ids = ids_of(got)
+    assert set(ids) == set(range(10_000, 10_000 + total)), "a record was lost"
+    first: dict[int, object] = {}
+    for r in got:
+        job = json.loads(r.value)["jobid"]
+        if job in first:
+            prev = first[job]
+            assert r.key == prev.key
+            assert r.headers["jobcompd-id"] == prev.headers["jobcompd-id"]
+            assert r.value == prev.value
+        else:
+            first[job] = r
+    dups = len(ids) - len(set(ids))
+    print(f"sent {total} arrived {len(ids)} duplicates {dups}")
+    wait_for(lambda: not daemon.new_files(), 30, what="spool drained")
+
+
+def _delivered_some(daemon) -> bool:
+    from tests.support import consume
+
+    return len(consume(daemon.bootstrap, daemon.topic, 1, timeout=5)) > 0
+
+
+def test_restarted_broker_wedges_the_producer_and_the_daemon_rebuilds_it(tmp_path):
+    """A new Tansu on the same port forgets the idempotent producer: no error, only silence."""
+    port = free_port()
+    tansu = Tansu(port=port).start()
+    dut = DaemonUnderTest(root=tmp_path, bootstrap=tansu.bootstrap)
+    dut.params.update(stall_timeout="5", requeue_on_msg_timeout=None)
+    dut.kafka["message.timeout.ms"] = "60000"
+    dut.write_config()
+    try:
+        dut.start()
+        dut.hook(end_env(500))
+        assert len(dut.consume(1)) == 1
+        tansu.restart()
+        for i in range(1, 21):
+            dut.hook(end_env(500 + i))
+        got = dut.consume(20, timeout=60, settle=1.0)
+        assert set(ids_of(got)) >= set(range(501, 521))
+        assert dut.log_lines("producer_rebuilt")
+        wait_for(lambda: not dut.new_files(), 20, what="spool drained")
+        assert dut.failed_files() == []
+    finally:
+        if dut.proc and dut.proc.poll() is None:
+            dut.kill()
+        tansu.stop()
