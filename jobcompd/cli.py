@@ -200,7 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--count", type=int, help="stop after this many messages")
     p.add_argument("--timeout", type=float, help="stop after this many seconds")
     p.set_defaults(func=cmd_consume)
+
+    # Commands that live in modules of their own: each module has ``register(subparsers)``.
+    for module in _command_modules():
+        module.register(sub)
     return parser
+
+
+def _command_modules() -> list:
+    """The modules that add subcommands (imported here, so ``--help`` lists them all)."""
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,12 @@ from tests.broker import Tansu
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
+#: The variables jobcomp/script gives its script, for a made-up job.
+DEMO_JOB = (
+    "JOBID=42 JOBNAME=demo JOBSTATE=COMPLETED EXITCODE=0:0 DERIVED_EC=0:0 UID=0 GID=0 "
+    "USERNAME=root GROUPNAME=root PARTITION=debug NODES=node1 NODECNT=1 PROCS=2 "
+    "SUBMIT=1700000000 START=1700000000 END=1700000060 LIMIT=01:00:00"
+)
 PORT = int(os.environ.get("JOBCOMPD_DEMO_PORT", "19092"))
 
 
@@ -41,8 +47,7 @@ def main() -> int:
     print(
         f"\nTansu broker on {broker.bootstrap}; spool {RUN / 'spool'}\n"
         "In another terminal, drop a record and watch it arrive:\n"
-        "  env -i JOBID=42 JOBSTATE=COMPLETED UID=0 USERNAME=root START=1700000000 "
-        f"END=1700000060 PROCS=2 NODECNT=1 {bindir / 'jobcompd-spool'} -d {RUN / 'spool'}\n"
+        f"  env -i {DEMO_JOB} {bindir / 'jobcompd-spool'} -d {RUN / 'spool'}\n"
         f"  {bindir / 'jobcompd'} consume -c {conf} --from-beginning\n",
         flush=True,
     )
