@@ -269,9 +269,12 @@ class Daemon:
         self._rescan_requested = False
         self._next_rescan = now + self.config.params.rescan_interval_s
         try:
-            scan_into(self.queue, self.spool.scan, self.window.keys())
+            queued = scan_into(self.queue, self.spool.scan, self.window.keys())
         except OSError as e:
             log.error("spool_scan_failed", path=str(self.spool.new), error=str(e))
+            return
+        log.debug("rescanned", queued=queued, in_flight=len(self.window),
+                  truncated=self.queue.truncated)
 
     def _fill_window(self) -> None:
         limit = self.config.params.max_inflight

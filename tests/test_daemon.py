@@ -205,6 +205,25 @@ def test_broker_outage_piles_up_on_disk_and_everything_arrives_after(daemon, bro
     assert daemon.failed_files() == []
 
 
+def test_rescans_never_send_a_file_that_is_in_flight_twice(daemon, broker):
+    daemon.params["rescan_interval"] = "1"
+    daemon.extra_conf["DebugFlags"] = "JobComp"
+    daemon.write_config()
+    daemon.start()
+    broker.pause()
+    try:
+        for i in range(50):
+            daemon.hook(end_env(600 + i))
+        daemon.wait_log("produced", count=50)
+        before = len(daemon.log_lines("rescanned"))
+        daemon.wait_log("rescanned", count=before + 2)  # files in flight seen by two rescans
+    finally:
+        broker.resume()
+    got = daemon.consume(50, settle=2.0)
+    assert sorted(ids_of(got)) == list(range(600, 650))  # each exactly once
+    assert len(daemon.log_lines("produced")) == 50
+
+
 def test_sigterm_with_broker_down_exits_in_time_and_nothing_is_lost(tmp_path):
     port = free_port()
     tansu = Tansu(port=port).start()
