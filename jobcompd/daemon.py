@@ -536,23 +536,32 @@ class Daemon:
             log.error("producer_rebuild_failed", reason=reason, error=str(e))
             return False
         self.counters["producer_rebuilds"] = self.counters.get("producer_rebuilds", 0) + 1
-        for rep in reports:
-            msg = rep.message
-            if rep.generation != old_gen or self.window.get(msg.name) is not msg:
-                continue
-            if rep.error is None:
-                self._delivered(msg, rep)
-            elif rep.error.code() != KafkaError._PURGE_QUEUE:
-                msg.redelivery = True  # purged in flight, or failed: it may have arrived
+        unsent = self._settle(reports, old_gen)
         resend = [m for m in self.window.values() if m.generation == old_gen]
         for msg in resend:
             msg.generation = -1
+            if msg.name not in unsent:
+                msg.redelivery = True  # it was on the wire: it may have arrived
         self.ready.extendleft(reversed(resend))
         self._progress_at = time.monotonic()
         self._next_probe = 0.0
         log.warning("producer_rebuilt", reason=reason, resent=len(resend),
                     generation=self.producer.generation)
         return True
+
+    def _settle(self, reports: list[Report], generation: int) -> set[str]:
+        """Act on what a purged producer reported: a delivery still counts. Returns the names
+        purged from librdkafka's queue before they were ever sent (so not possibly delivered)."""
+        unsent: set[str] = set()
+        for rep in reports:
+            msg = rep.message
+            if rep.generation != generation or self.window.get(msg.name) is not msg:
+                continue
+            if rep.error is None:
+                self._delivered(msg, rep)
+            elif rep.error.code() == KafkaError._PURGE_QUEUE:
+                unsent.add(msg.name)
+        return unsent
 
     # -- reload ---------------------------------------------------------------------------
 
@@ -596,15 +605,7 @@ class Daemon:
         gen = self.producer.generation
         flush_ms = self.config.params.flush_timeout_ms
         reports = self.producer.shutdown(flush_ms)
-        purged_queue: set[str] = set()
-        for rep in reports:
-            msg = rep.message
-            if rep.generation != gen or self.window.get(msg.name) is not msg:
-                continue
-            if rep.error is None:
-                self._delivered(msg, rep)
-            elif rep.error.code() == KafkaError._PURGE_QUEUE:
-                purged_queue.add(msg.name)
+        purged_queue = self._settle(reports, gen)
         pending, in_flight = [], []
         for name, msg in self.window.items():
             if msg.generation == gen and name not in purged_queue:
