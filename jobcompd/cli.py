@@ -7,7 +7,9 @@ Exit codes follow sysexits(3): 0 ok, 64 usage, 65 bad input data, 69 broker unav
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
 
@@ -209,12 +211,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_modules() -> list:
     """The modules that add subcommands (imported here, so ``--help`` lists them all)."""
-    return []
+    from jobcompd import opscli
+
+    return [opscli]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        # `jobcompd failed list | head`: the reader left; say nothing more.
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
+        return EX_OK
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ from confluent_kafka import KafkaError, KafkaException
 
 from jobcompd import config as configmod
 from jobcompd import log as logmod
+from jobcompd import metrics as metricsmod
 from jobcompd import notify, record, spool, state
+from jobcompd import status as statusmod
 from jobcompd.config import Config, ConfigError
 from jobcompd.delivery import (
     PERMANENT,
@@ -61,6 +63,12 @@ BUSY_POLL_S = 0.005
 RETRY_BACKOFF_MIN_S = 1.0
 #: A file older than this in tmp/ was left by a killed hook (Maildir's rule: 36 hours).
 TMP_MAX_AGE_S = 36 * 3600
+#: How often the gauges, STATUS= and the status file are brought up to date.
+TICK_S = 2.0
+#: How often the node_exporter textfile and the dead-letter count are refreshed.
+SLOW_TICK_S = 10.0
+#: librdkafka statistics interval when metrics are on and JobCompLoc sets none.
+STATS_INTERVAL_MS = 30_000
 #: Timeout of the metadata request that tells a stalled producer from an unreachable broker.
 PROBE_TIMEOUT_S = 3.0
 
@@ -102,6 +110,15 @@ class Daemon:
         self._last_error: str | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.watcher = SpoolWatcher(self.spool.new, self.wake)
+        self.metrics = metricsmod.Metrics()
+        self.watchdog = notify.WatchdogTimer.from_env()
+        self._started_at = time.time()
+        self._phase = "starting"
+        self._next_tick = 0.0
+        self._next_slow_tick = 0.0
+        self._status_text = ""
+        self._last_error_at: float | None = None
+        self._dead_letters: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -138,7 +155,8 @@ class Daemon:
                         detail="left in tmp/ by a hook that was killed before its rename")
         self._load_state()
         self._save_state(clean=False)
-        self.producer = Producer(cfg.producer_config())
+        self.producer = Producer(producer_config(cfg), stats=self.metrics.librdkafka_stats)
+        self._serve_metrics(cfg)
         self._install_signals()
         self.watcher.start()  # before the scan: a file arriving during the scan is not missed
         self._rescan(time.monotonic())
@@ -150,7 +168,22 @@ class Daemon:
             topic=cfg.params.topic,
             kafka=cfg.redacted_kafka(),
         )
-        notify.ready(self._status_line())
+        self._phase = "running"
+        self._tick(time.monotonic(), force=True)
+        notify.ready(self._status_text)
+
+    def _serve_metrics(self, cfg: Config) -> None:
+        """(Re)start the metrics endpoint when MetricsListen is set; a failure is logged."""
+        if cfg.metrics_listen is None:
+            self.metrics.stop_serving()
+            return
+        try:
+            host, port = self.metrics.serve(*cfg.metrics_listen)
+        except metricsmod.MetricsError as e:
+            self._note_error(str(e))
+            log.error("metrics_unavailable", error=str(e))
+            return
+        log.info("metrics_listening", address=f"{host}:{port}")
 
     def _load_state(self) -> None:
         try:
@@ -227,7 +260,11 @@ class Daemon:
             assert self.producer is not None
             busy = self.producer.outstanding() > 0
             self._handle_reports(self.producer.poll(BUSY_POLL_S if busy else 0))
-            self._check_producer(time.monotonic())
+            now = time.monotonic()
+            self._check_producer(now)
+            self.watchdog.maybe_ping(now)
+            if now >= self._next_tick:
+                self._tick(now)
             if not busy and not self._has_work():
                 self._wait(self._idle_timeout(time.monotonic()))
             else:
@@ -241,6 +278,7 @@ class Daemon:
         timeout = min(float(self.config.params.poll_interval_s or 1), self._next_rescan - now)
         if self.retries:
             timeout = min(timeout, self.retries[0][0] - now)
+        timeout = min(timeout, self._next_tick - now, self.watchdog.time_left(now))
         return max(0.0, timeout)
 
     def _wait(self, timeout: float) -> None:
@@ -284,7 +322,8 @@ class Daemon:
             msg = self._read(self.queue.pop())
             if msg is not None:
                 self.window[msg.name] = msg
-                self.counters["ingested"] = self.counters.get("ingested", 0) + 1
+                self._count("ingested")
+                self.metrics.ingested()
                 if not self._send(msg):
                     return
 
@@ -418,7 +457,8 @@ class Daemon:
         del self.window[msg.name]
         self.spool.retire(msg.name)
         self._broker_up = True
-        self.counters["delivered"] = self.counters.get("delivered", 0) + 1
+        self._count("delivered")
+        self.metrics.delivered(msg.arrived_ns)
         log.debug(
             "delivered",
             job_id=msg.job_id,
@@ -446,7 +486,7 @@ class Daemon:
 
     def _failed(self, msg: Message, err: KafkaError) -> None:
         """A delivery failed with something other than a timeout."""
-        self._last_error = err.str()
+        self._note_error(err.str())
         msg.generation = -1
         kind = classify(err)
         if kind == PRODUCER:
@@ -468,7 +508,8 @@ class Daemon:
         msg.retry_at = time.monotonic() + delay
         self._retry_seq += 1
         heapq.heappush(self.retries, (msg.retry_at, self._retry_seq, msg))
-        self.counters["retried"] = self.counters.get("retried", 0) + 1
+        self._count("retried")
+        self.metrics.retried()
         log.warning("delivery_retry", job_id=msg.job_id, job_event=msg.event, file=msg.name,
                     error=err.str(), retry_in=round(delay, 1), attempts=msg.attempts)
 
@@ -479,9 +520,9 @@ class Daemon:
 
     def _dead_letter(self, name: str, reason: str, message: str, job_id: int | None,
                      attempts: int = 0, job_event: str | None = None) -> None:
-        key = f"dead_lettered:{reason}"
-        self.counters[key] = self.counters.get(key, 0) + 1
-        self._last_error = message
+        self._count(f"dead_lettered:{reason}")
+        self.metrics.dead_lettered(reason)
+        self._note_error(message)
         log.error("dead_lettered", job_id=job_id, job_event=job_event, file=name, reason=reason,
                   error=message, failed_dir=str(self.spool.failed))
         try:
@@ -499,7 +540,7 @@ class Daemon:
             for err in health.errors:
                 if err.code() == KafkaError._ALL_BROKERS_DOWN:
                     self._broker_up = False
-                self._last_error = err.str()
+                self._note_error(err.str())
                 log.warning("kafka_error", error=err.str(), code=err.name(), fatal=err.fatal())
             health.errors.clear()
         if health.fatal is not None and self._rebuild_reason is None:
@@ -535,7 +576,9 @@ class Daemon:
         except KafkaException as e:
             log.error("producer_rebuild_failed", reason=reason, error=str(e))
             return False
-        self.counters["producer_rebuilds"] = self.counters.get("producer_rebuilds", 0) + 1
+        self._count("producer_rebuilds")
+        self.metrics.rebuilt()
+        self.metrics.forget_librdkafka_stats()
         unsent = self._settle(reports, old_gen)
         resend = [m for m in self.window.values() if m.generation == old_gen]
         for msg in resend:
@@ -567,38 +610,52 @@ class Daemon:
 
     def _reload(self) -> None:
         notify.reloading()
+        self._phase = "reloading"
+        try:
+            self._apply_reload()
+        finally:
+            self._phase = "running"
+            self._tick(time.monotonic(), force=True)
+            notify.ready(self._status_text)
+
+    def _apply_reload(self) -> None:
         old = self.config
         try:
             new = configmod.load(old.path)
         except ConfigError as e:
+            self._note_error(str(e))
+            self.metrics.reloaded(False)
             log.error("reload_failed", error=str(e), detail="the running configuration is kept")
-            notify.ready(self._status_line())
             return
         for key in ("spool_dir", "state_dir"):
             if getattr(new, key) != getattr(old, key):
                 log.warning("reload_needs_restart", key=key, running=str(getattr(old, key)),
                             configured=str(getattr(new, key)))
         if new.kafka_changed(old) and not self._rebuild(
-            "librdkafka properties changed", new.producer_config()
+            "librdkafka properties changed", producer_config(new)
         ):
+            self.metrics.reloaded(False)
             log.error("reload_failed", error="the new librdkafka properties were refused",
                       detail="the running configuration is kept")
-            notify.ready(self._status_line())
             return
         self.config = new
-        logmod.configure(debug=new.debug_jobcomp, log_format=new.log_format)
+        logmod.configure(debug=new.debug_jobcomp, log_format=new.log_format,
+                         target=new.log_target)
+        if new.metrics_listen != old.metrics_listen:
+            self._serve_metrics(new)
         for warning in new.warnings:
             log.warning("config_warning", detail=warning)
-        self.counters["reloads"] = self.counters.get("reloads", 0) + 1
+        self._count("reloads")
+        self.metrics.reloaded(True)
         log.info("reloaded", topic=new.params.topic, topic_job_start=new.params.topic_job_start,
                  kafka=new.redacted_kafka())
-        notify.ready(self._status_line())
 
     # -- shutdown -------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
         """Stop intake, purge what was never sent, flush, save the state file."""
-        notify.stopping()
+        self._phase = "stopping"
+        notify.stopping(self.config.params.flush_timeout_ms)
         self.watcher.stop()
         if self.producer is None:
             return
@@ -614,19 +671,86 @@ class Daemon:
                 pending.append(name)
         self.producer.abandon()
         self._save_state(clean=True, pending=sorted(pending), in_flight=sorted(in_flight))
+        self._phase = "stopped"
+        self._tick(time.monotonic(), force=True)
+        self.metrics.close()
         log.info("stopped", pending=len(pending), in_flight=len(in_flight),
                  delivered=self.counters.get("delivered", 0))
 
-    # -- status ---------------------------------------------------------------------------
+    # -- status: STATUS=, the status file, the gauges ---------------------------------
 
-    def _status_line(self) -> str:
-        up = {None: "unknown", True: "up", False: "down"}[self._broker_up]
-        return (
-            f"backlog {len(self.queue)}{'+' if self.queue.truncated else ''}, "
-            f"in flight {len(self.window)}, delivered {self.counters.get('delivered', 0)}, "
-            f"failed {sum(v for k, v in self.counters.items() if k.startswith('dead_lettered'))}, "
-            f"broker {up}"
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _note_error(self, message: str) -> None:
+        self._last_error = message
+        self._last_error_at = time.time()
+
+    def _oldest_pending_ns(self) -> int | None:
+        """Spool time stamp of the oldest record not yet acknowledged (window or queue)."""
+        oldest = min((m.arrived_ns for m in self.window.values()), default=None)
+        head = self.queue.peek()
+        if head is not None:
+            with contextlib.suppress(ValueError):
+                ns = int(head.split(".", 1)[0])
+                oldest = ns if oldest is None else min(oldest, ns)
+        return oldest
+
+    def _count_dead_letters(self) -> int | None:
+        """Records waiting in failed/ for an operator (their .reason files not counted)."""
+        try:
+            with os.scandir(self.spool.failed) as it:
+                return sum(1 for e in it if not e.name.endswith(spool.REASON_SUFFIX))
+        except OSError:
+            return None
+
+    def _tick(self, now: float, force: bool = False) -> None:
+        """Bring STATUS=, the status file and the gauges up to date (every TICK_S)."""
+        self._next_tick = now + TICK_S
+        slow = force or now >= self._next_slow_tick
+        if slow:
+            self._next_slow_tick = now + SLOW_TICK_S
+            self._dead_letters = self._count_dead_letters()
+        backlog, truncated, in_flight = len(self.queue), self.queue.truncated, len(self.window)
+        oldest = self._oldest_pending_ns()
+        dead = sum(v for k, v in self.counters.items() if k.startswith("dead_lettered"))
+        text = notify.format_status(
+            backlog=backlog, in_flight=in_flight, delivered=self.counters.get("delivered", 0),
+            failed=dead, broker_up=self._broker_up, last_error=self._last_error,
+            backlog_truncated=truncated,
         )
+        if text != self._status_text:
+            self._status_text = text
+            notify.status(text)
+        self.metrics.set_state(backlog=backlog, in_flight=in_flight, oldest_pending_ns=oldest,
+                               broker_up=self._broker_up, backlog_truncated=truncated,
+                               dead_letters=self._dead_letters)
+        doc = statusmod.build_status(
+            state=self._phase, started_at=self._started_at, backlog=backlog,
+            in_flight=in_flight, oldest_pending_ns=oldest, broker_up=self._broker_up,
+            counters=self.counters, config=statusmod.config_summary(self.config),
+            last_error=self._last_error, last_error_at=self._last_error_at,
+            backlog_truncated=truncated, dead_letters=self._dead_letters, interval_s=TICK_S,
+        )
+        try:
+            statusmod.write_status(self.config.state_dir, doc)
+        except OSError as e:
+            log.warning("status_file_unwritable", path=str(self.config.state_dir), error=str(e))
+        if slow and self.config.metrics_textfile is not None:
+            try:
+                self.metrics.write_textfile(self.config.metrics_textfile)
+            except metricsmod.MetricsError as e:
+                log.warning("metrics_textfile_unwritable", error=str(e))
+
+
+def producer_config(cfg: Config) -> dict[str, str]:
+    """The Config's producer properties, plus librdkafka statistics every
+    STATS_INTERVAL_MS when metrics are exported and the operator chose no interval."""
+    conf = cfg.producer_config()
+    metrics_on = cfg.metrics_listen is not None or cfg.metrics_textfile is not None
+    if metrics_on and "statistics.interval.ms" not in conf:
+        conf["statistics.interval.ms"] = str(STATS_INTERVAL_MS)
+    return conf
 
 
 def run(config_path: Path) -> int:
@@ -637,5 +761,5 @@ def run(config_path: Path) -> int:
         logmod.configure()
         log.error("config_invalid", error=str(e))
         return EX_CONFIG
-    logmod.configure(debug=cfg.debug_jobcomp, log_format=cfg.log_format)
+    logmod.configure(debug=cfg.debug_jobcomp, log_format=cfg.log_format, target=cfg.log_target)
     return Daemon(cfg).run()

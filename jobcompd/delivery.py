@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +83,9 @@ class ProducerHealth:
 class Producer:
     """Owns the current confluent-kafka Producer and rebuilds it on demand."""
 
-    def __init__(self, conf: dict[str, str]) -> None:
+    def __init__(self, conf: dict[str, str],
+                 stats: Callable[[str], None] | None = None) -> None:
+        self._stats = stats
         self.generation = 0
         self.health = ProducerHealth()
         self._reports: list[Report] = []
@@ -95,6 +98,8 @@ class Producer:
         full: dict[str, Any] = dict(conf)
         full["error_cb"] = self._on_error
         full["logger"] = KafkaLogAdapter()
+        if self._stats is not None and int(conf.get("statistics.interval.ms", "0") or 0) > 0:
+            full["stats_cb"] = self._stats  # served from poll(), on the main loop's thread
         return confluent_kafka.Producer(full)
 
     def rebuild(self, conf: dict[str, str] | None = None) -> list[Report]:

@@ -59,6 +59,10 @@ class PendingQueue:
         self._members = set(keep)
         self.truncated = truncated
 
+    def peek(self) -> str | None:
+        """The oldest name, without taking it."""
+        return self._heap[0] if self._heap else None
+
     def pop(self) -> str:
         name = heapq.heappop(self._heap)
         self._members.discard(name)
