@@ -211,9 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_modules() -> list:
     """The modules that add subcommands (imported here, so ``--help`` lists them all)."""
-    from jobcompd import opscli
+    from jobcompd import backfill, opscli, schema_cmd
 
-    return [opscli]
+    return [opscli, schema_cmd, backfill]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -348,7 +348,8 @@ class Daemon:
         cfg = self.config
         try:
             rec = record.parse_record(
-                data, meta.fmt, cluster=cfg.cluster_name, event_hint=meta.event
+                data, meta.fmt, cluster=cfg.cluster_name, event_hint=meta.event,
+                send_script=cfg.params.send_script, send_comment=cfg.params.send_comment,
             )
         except record.RecordError as e:
             self._dead_letter(name, "malformed", f"{self.spool.new / name}: {e}", meta.job_id)

@@ -1,12 +1,14 @@
 """One spool file in, the Kafka message Slurm's jobcomp/kafka would have sent out.
 
-Pure functions: bytes in, values out; no I/O. Four sources are understood:
+Pure functions: bytes in, values out; no I/O. Five sources are understood:
 
 * the environment of Slurm's jobcomp/script (``JOBID`` …) → job end record;
 * the environment of PrologSlurmctld (``SLURM_SCRIPT_CONTEXT=prolog_slurmctld``) → job start record;
 * the environment of EpilogSlurmctld (``SLURM_SCRIPT_CONTEXT=epilog_slurmctld``) → job end record;
 * JSON already in the jobcomp schema (a body from jobcomp/elasticsearch or jobcomp/kafka),
-  passed through byte for byte.
+  passed through byte for byte (only ``script``/``comment`` cut out unless asked for);
+* a Slurm job object (``scontrol show job --json``, ``squeue --json``, ``sacct --json``),
+  rendered by :mod:`jobcompd.jobjson`.
 
 Environment files are what ``env -0`` prints: ``KEY=VALUE`` entries, each ended by a NUL byte.
 Values are decoded as UTF-8; invalid byte sequences become U+FFFD, so the message is always
@@ -44,6 +46,7 @@ __all__ = [
     "parse_env",
     "parse_record",
     "record_id",
+    "wait_status_pair",
 ]
 
 EVENT_END = "job_end"
@@ -84,9 +87,16 @@ class JobRecord(msgspec.Struct, kw_only=True, frozen=True):
     Keys without a default are always written by Slurm (``null`` when the value is unset);
     keys defaulting to ``UNSET`` are written only when set, and some only in job end records.
     Decoding ignores keys this model does not know, so newer Slurm records still decode.
+    The descriptions carry the Slurm versions (``jobcompd schema`` prints them).
     """
 
-    jobid: Annotated[int, _f("Job id (array tasks and het components have their own).")]
+    jobid: Annotated[
+        int,
+        _f(
+            "Job id; array tasks and heterogeneous job components have their own. Always "
+            "present (Slurm 23.02+, like every key not marked otherwise)."
+        ),
+    ]
     sluid: Annotated[
         _Str,
         _f(
@@ -101,64 +111,96 @@ class JobRecord(msgspec.Struct, kw_only=True, frozen=True):
             "only when non-zero."
         ),
     ] = UNSET
-    container: Annotated[str | None, _f("OCI container bundle path; null when none.")]
-    username: Annotated[str | None, _f("User name; null when it cannot be resolved.")]
-    user_id: Annotated[int, _f("Numeric user id.")]
-    groupname: Annotated[str | None, _f("Group name; null when it cannot be resolved.")]
-    group_id: Annotated[int, _f("Numeric group id.")]
+    container: Annotated[
+        str | None, _f("OCI container bundle path; null when none. Always present.")
+    ]
+    username: Annotated[
+        str | None, _f("User name; null when it cannot be resolved. Always present.")
+    ]
+    user_id: Annotated[int, _f("Numeric user id. Always present.")]
+    groupname: Annotated[
+        str | None, _f("Group name; null when it cannot be resolved. Always present.")
+    ]
+    group_id: Annotated[int, _f("Numeric group id. Always present.")]
     start: Annotated[
         _Str,
         _f(
-            "Start time, UTC 'YYYY-MM-DDTHH:MM:SS' (no zone). End records: resize time if the job "
-            "was resized. Omitted when the job never started (start 0, or start after end)."
+            "Start time, UTC 'YYYY-MM-DDTHH:MM:SS' (no zone). End records: the resize time if "
+            "the job was resized, else the start; omitted when the job never started (start 0, "
+            "or start after end). Start records (25.05+): the job start. Before 23.11.9/24.05 an "
+            "unset time was sent as 'Unknown'."
         ),
     ] = msgspec.field(default=UNSET, name="@start")
     end: Annotated[
         _Str,
         _f(
-            "End time, UTC 'YYYY-MM-DDTHH:MM:SS'. End records only; omitted when unknown "
-            "(Slurm 23.11.9+/24.05+ omit invalid dates)."
+            "End time, UTC 'YYYY-MM-DDTHH:MM:SS'; 'now' for a resize. End records only; "
+            "omitted when unknown (23.11.9+/24.05+; before: 'Unknown')."
         ),
     ] = msgspec.field(default=UNSET, name="@end")
     elapsed: Annotated[
         _Int,
         _f(
-            "Run time in seconds: end - start when both are set and start < end, else 0 (since "
-            "23.11.1). End records only."
+            "Run time in seconds: end - start (not the resize time) when both are set and "
+            "start < end, else 0 (23.11.1+; before, an unset time gave a meaningless value). "
+            "End records only."
         ),
     ] = UNSET
     partition: Annotated[
-        str | None, _f("Partition the job ran in (25.05+; before: the requested partition list).")
+        str | None,
+        _f(
+            "Partition the job ran in (25.05+; before 25.05 the requested partition list, "
+            "comma-separated). Always present, null when unset."
+        ),
     ]
-    alloc_node: Annotated[str | None, _f("Host the job was submitted or allocated from.")]
+    alloc_node: Annotated[
+        str | None,
+        _f("Host the job was submitted or allocated from; null when unknown. Always present."),
+    ]
     nodes: Annotated[
-        str | None, _f("Allocated nodes as a Slurm hostlist expression; null when never allocated.")
+        str | None,
+        _f(
+            "Allocated nodes as a Slurm hostlist expression, e.g. 'node[01-02]'; null when "
+            "the job never got nodes. Always present."
+        ),
     ]
-    total_cpus: Annotated[int, _f("Allocated CPUs.")]
-    total_nodes: Annotated[int, _f("Allocated nodes.")]
+    total_cpus: Annotated[
+        int, _f("Allocated CPUs; 0 for a job that never got nodes. Always present.")
+    ]
+    total_nodes: Annotated[
+        int, _f("Allocated nodes; 0 for a job that never got nodes. Always present.")
+    ]
     derived_ec: Annotated[
-        _Str, _f("Highest exit status of the job's steps as 'exit:signal'. End records only.")
+        _Str,
+        _f(
+            "Highest exit status of the job's steps as 'exit:signal' (a signalled step gives "
+            "'0:<sig>'). End records only."
+        ),
     ] = UNSET
     exit_code: Annotated[
         _Str,
-        _f("Job exit status as 'exit:signal' (a signalled job gives '0:<sig>'). End records only."),
+        _f(
+            "Job exit status as 'exit:signal' (a signalled job gives '0:<sig>'). TIMEOUT and "
+            "CANCELLED jobs are recorded with '0:0' at the state change. End records only."
+        ),
     ] = UNSET
     state: Annotated[
         str | None,
         _f(
             "End records: base job state (COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, "
             "PREEMPTED, BOOT_FAIL, DEADLINE, OUT_OF_MEMORY, PENDING for a requeue; RESIZING for a "
-            "resize). Start records: always null."
+            "resize). Start records (25.05+): always null. Always present."
         ),
     ]
     failed_node: Annotated[
-        str | UnsetType | None, _f("Node that caused the failure, or null. End records only.")
+        str | UnsetType | None,
+        _f("Node that caused the failure, or null. End records only (always there)."),
     ] = UNSET
     cpu_hours: Annotated[
         float | UnsetType,
         _f(
-            "elapsed * total_cpus / 3600 computed in single precision, printed with %.17g. End "
-            "records only."
+            "elapsed * total_cpus / 3600 computed in single precision, printed with %.17g "
+            "(e.g. 0.02777777798473835, 8.0). End records only."
         ),
     ] = UNSET
     array_job_id: Annotated[_Int, _f("Array job id; array tasks only.")] = UNSET
@@ -183,16 +225,24 @@ class JobRecord(msgspec.Struct, kw_only=True, frozen=True):
         UNSET
     )
     submit: Annotated[
-        _Str, _f("Submit time, UTC 'YYYY-MM-DDTHH:MM:SS' (for a requeued job: the requeue time).")
+        _Str,
+        _f(
+            "Submit time, UTC 'YYYY-MM-DDTHH:MM:SS' (for a requeued job: the requeue time); "
+            "when set (before 23.11.9/24.05: 'Unknown' when unset)."
+        ),
     ] = msgspec.field(default=UNSET, name="@submit")
-    eligible: Annotated[_Str, _f("Eligible (begin) time, UTC 'YYYY-MM-DDTHH:MM:SS'; when set.")] = (
-        msgspec.field(default=UNSET, name="@eligible")
-    )
+    eligible: Annotated[
+        _Str,
+        _f(
+            "Eligible (begin) time, UTC 'YYYY-MM-DDTHH:MM:SS'; when set (before 23.11.9/24.05: "
+            "'Unknown' when unset)."
+        ),
+    ] = msgspec.field(default=UNSET, name="@eligible")
     queue_wait: Annotated[
         _Int,
         _f(
             "Seconds from eligible to start; only when both are set and the result is >= 0 "
-            "(23.11.9+)."
+            "(23.11.9+/24.05+; before, it could be negative)."
         ),
     ] = msgspec.field(default=UNSET, name="@queue_wait")
     work_dir: Annotated[_Str, _f("Working directory; when set.")] = UNSET
@@ -211,7 +261,9 @@ class JobRecord(msgspec.Struct, kw_only=True, frozen=True):
     ntasks_per_node: Annotated[_Int, _f("Requested tasks per node; when set.")] = UNSET
     ntasks_per_tres: Annotated[_Int, _f("Requested tasks per GPU/TRES; when set.")] = UNSET
     cpus_per_task: Annotated[_Int, _f("Requested CPUs per task; when set.")] = UNSET
-    orig_dependency: Annotated[_Str, _f("Dependency as submitted; when set.")] = UNSET
+    orig_dependency: Annotated[
+        _Str, _f("Dependency as submitted, e.g. 'afterok:4(unfulfilled)'; when set.")
+    ] = UNSET
     excluded_nodes: Annotated[_Str, _f("Excluded nodes (--exclude); when set.")] = UNSET
     features: Annotated[_Str, _f("Requested features (--constraint); when set.")] = UNSET
     time_limit: Annotated[
@@ -225,12 +277,19 @@ class JobRecord(msgspec.Struct, kw_only=True, frozen=True):
     reservation_name: Annotated[_Str, _f("Reservation; when set.")] = UNSET
     wc_key: Annotated[_Str, _f("WCKey; when set.")] = UNSET
     tres_req_raw: Annotated[
-        _Str, _f("Requested TRES as '<id>=<count>,...' (mem in MB). Slurm 23.11.1+.")
+        _Str,
+        _f("Requested TRES as '<id>=<count>,...' (mem in MB), e.g. '1=8,2=16000'. 23.11.1+."),
     ] = UNSET
-    tres_req: Annotated[_Str, _f("Requested TRES as '<name>=<value>,...'.")] = UNSET
-    tres_alloc_raw: Annotated[_Str, _f("Allocated TRES as '<id>=<count>,...'. Slurm 23.11.1+.")] = (
-        UNSET
-    )
+    tres_req: Annotated[
+        _Str,
+        _f(
+            "Requested TRES as '<name>=<value>,...'; memory and burst buffers converted to a "
+            "larger unit only when exact, e.g. 'cpu=8,mem=16G,gres/gpu=2'."
+        ),
+    ] = UNSET
+    tres_alloc_raw: Annotated[
+        _Str, _f("Allocated TRES as '<id>=<count>,...'. 23.11.1+ (refreshed at job end).")
+    ] = UNSET
     tres_alloc: Annotated[_Str, _f("Allocated TRES as '<name>=<value>,...'.")] = UNSET
     account: Annotated[_Str, _f("Account; when set.")] = UNSET
     admin_comment: Annotated[_Str, _f("Admin comment. Slurm 26.05+; when set.")] = UNSET
@@ -245,7 +304,11 @@ class JobRecord(msgspec.Struct, kw_only=True, frozen=True):
         ),
     ] = UNSET
     parent_accounts: Annotated[
-        _Str, _f("Association chain '/root/.../account' (root first); with accounting only.")
+        _Str,
+        _f(
+            "Association chain '/root/.../account' (root first, the account usually twice); "
+            "with accounting only."
+        ),
     ] = UNSET
 
 
@@ -358,18 +421,25 @@ def _show(value: str, limit: int = 60) -> str:
     return repr(value)
 
 
-def from_env(env: Mapping[str, str]) -> tuple[str, JobRecord]:
+def from_env(env: Mapping[str, str], *, send_comment: bool = False) -> tuple[str, JobRecord]:
     """Build the record from a hook environment; the shape of the env tells the source.
 
     ``SLURM_SCRIPT_CONTEXT`` (PrologSlurmctld/EpilogSlurmctld) is checked first because a
-    SPANK-provided job environment could in principle hold any other name.
+    SPANK-provided job environment could in principle hold any other name. ``send_comment``
+    (JobCompParams) adds the job comment where the environment has one (SLURM_JOB_COMMENT of
+    the prolog and epilog; jobcomp/script passes none).
     """
     context = env.get("SLURM_SCRIPT_CONTEXT")
     if context is not None:
+        rec = None
         if context == _PROLOG:
-            return EVENT_START, _from_prolog(env)
-        if context == _EPILOG:
-            return EVENT_END, _from_epilog(env)
+            event, rec = EVENT_START, _from_prolog(env)
+        elif context == _EPILOG:
+            event, rec = EVENT_END, _from_epilog(env)
+        if rec is not None:
+            if send_comment:
+                rec = msgspec.structs.replace(rec, comment=_opt(env, "SLURM_JOB_COMMENT"))
+            return event, rec
         raise RecordError(
             f"SLURM_SCRIPT_CONTEXT={_show(context)}: expected {_PROLOG!r} or {_EPILOG!r} "
             "(slurmd prologs and epilogs are not job records)"
@@ -463,7 +533,8 @@ def _from_prolog(env: Mapping[str, str]) -> JobRecord:
     @queue_wait, cluster (SLURM_CLUSTER_NAME is ClusterName, not the association's cluster),
     ntasks and friends, orig_dependency, excluded_nodes, features (SLURM_JOB_CONSTRAINTS are
     the features in use, not the requested ones), time_limit, the TRES strings,
-    admin_comment, comment, script, parent_accounts.
+    admin_comment, script, parent_accounts; comment only with send_comment
+    (SLURM_JOB_COMMENT).
     """
     start_var = "SLURM_JOB_START_TIME"
     start = _int(env, start_var, default=0)
@@ -487,8 +558,8 @@ def _from_epilog(env: Mapping[str, str]) -> JobRecord:
     shortly after the end) stands in for @end. elapsed and cpu_hours need both times, else
     they are 0. Also left out, as for the prolog: sluid, priority, @submit, @eligible,
     @queue_wait, cluster, ntasks and friends, orig_dependency, excluded_nodes, features,
-    time_limit, TRES strings, comments, script, parent_accounts; container, alloc_node and
-    failed_node are null.
+    time_limit, TRES strings, admin_comment, script, parent_accounts (comment only with
+    send_comment); container, alloc_node and failed_node are null.
     """
     start = _int(env, "SLURM_JOB_START_TIME", default=0)
     end_var = "SLURM_JOB_END_TIME"
@@ -641,6 +712,11 @@ def _wait_status(env: Mapping[str, str], name: str) -> str:
     status = _int(env, name)
     if status > _UINT32_MAX:
         raise RecordError(f"{name}={status}: expected a 32-bit wait status")
+    return wait_status_pair(status)
+
+
+def wait_status_pair(status: int) -> str:
+    """Slurm's 'exit:signal' for a raw wait(2) status (NO_VAL, stopped or odd gives '0:0')."""
     exit_code = signal = 0
     if status != NO_VAL:
         low = status & 0x7F
@@ -744,24 +820,44 @@ _JSON_TYPE_NAMES = {
 }
 
 
-def parse_record(data: bytes, fmt: str, *, cluster: str, event_hint: str | None = None) -> Record:
+def parse_record(
+    data: bytes,
+    fmt: str,
+    *,
+    cluster: str,
+    event_hint: str | None = None,
+    send_script: bool = False,
+    send_comment: bool = False,
+) -> Record:
     """Turn one spool file's bytes into the message to send. Raises only RecordError.
 
-    ``fmt`` is ``"env"`` or ``"json"``. ``event_hint`` (``"end"``/``"start"`` from the spool
-    file name; ``EVENT_END``/``EVENT_START`` are accepted too) gives the event of JSON input,
-    which does not say it itself; without a hint JSON is a job end record
-    (jobcomp/elasticsearch only sends those). Env input carries its event; the hint is ignored.
+    ``fmt`` is ``"env"`` or ``"json"``. JSON is either a record in the jobcomp schema (it has
+    ``jobid``), passed through, or a Slurm job object (it has ``job_id``: ``scontrol show job
+    --json``, ``squeue --json`` or ``sacct --json``), rendered. A whole dump (``{"jobs":
+    [...]}``) is refused: ``jobcompd backfill`` splits those.
+
+    ``event_hint`` (``"end"``/``"start"`` from the spool file name; ``EVENT_END``/
+    ``EVENT_START`` are accepted too) gives the event of JSON input, which does not say it
+    itself; without a hint a jobcomp record is a job end record (jobcomp/elasticsearch only
+    sends those) and a job object gives what its state allows. Env input carries its event;
+    the hint is ignored.
+
+    ``send_script`` and ``send_comment`` are JobCompParams' options: without them the
+    ``script`` and ``comment`` keys are left out, as Slurm 25.05+ (script) and 26.05+
+    (comment) do, also from records passed through.
     """
     if fmt == "env":
-        return _parse_env_record(data, cluster)
+        return _parse_env_record(data, cluster, send_comment=send_comment)
     if fmt == "json":
-        return _parse_json_record(data, cluster, event_hint)
+        return _parse_json_record(
+            data, cluster, event_hint, send_script=send_script, send_comment=send_comment
+        )
     raise RecordError(f"record format {fmt!r}: expected 'env' or 'json'")
 
 
-def _parse_env_record(data: bytes, cluster: str) -> Record:
+def _parse_env_record(data: bytes, cluster: str, *, send_comment: bool) -> Record:
     env = parse_env(data)
-    event, rec = from_env(env)
+    event, rec = from_env(env, send_comment=send_comment)
     restart_count = None
     if "SLURM_SCRIPT_CONTEXT" in env:
         restart_count = _int(env, "SLURM_JOB_RESTART_COUNT", default=0)
@@ -773,21 +869,15 @@ def _parse_env_record(data: bytes, cluster: str) -> Record:
     )
 
 
-def _parse_json_record(data: bytes, cluster: str, event_hint: str | None) -> Record:
-    """Pass a jobcomp-schema JSON object through unchanged.
-
-    The value is the original bytes, minus surrounding whitespace and the trailing NUL that
-    Slurm before 23.11.7 sent: that is Slurm's own rendering, byte for byte, with every key
-    (also ones this model does not know) in its order. Re-encoding could only lose fidelity
-    (number spelling, escapes, unknown fields). Only the shape is checked: a JSON object with
-    an integer ``jobid``.
-    """
-    if event_hint is None:
-        event = EVENT_END
-    elif event_hint in _EVENT_HINTS:
+def _parse_json_record(
+    data: bytes, cluster: str, event_hint: str | None, *, send_script: bool, send_comment: bool
+) -> Record:
+    """Pass a jobcomp-schema object through, or render a Slurm job object."""
+    event: str | None = None
+    if event_hint is not None:
+        if event_hint not in _EVENT_HINTS:
+            raise RecordError(f"event {event_hint!r}: expected 'end' or 'start'")
         event = _EVENT_HINTS[event_hint]
-    else:
-        raise RecordError(f"event {event_hint!r}: expected 'end' or 'start'")
     body = data.strip(_JSON_WHITESPACE)
     if body.endswith(b"\0"):
         body = body[:-1].rstrip(_JSON_WHITESPACE)
@@ -800,13 +890,136 @@ def _parse_json_record(data: bytes, cluster: str, event_hint: str | None) -> Rec
     if not isinstance(obj, dict):
         found = _JSON_TYPE_NAMES.get(type(obj), type(obj).__name__)
         raise RecordError(f"JSON {found} found: expected an object in the jobcomp schema")
-    if "jobid" not in obj:
-        raise RecordError("JSON object has no 'jobid': expected the jobcomp schema")
+    if "jobid" in obj:
+        return _pass_through(
+            body, obj, cluster, event or EVENT_END, send_script=send_script,
+            send_comment=send_comment,
+        )  # fmt: skip
+    if "job_id" in obj:
+        # Imported here: jobjson builds on this module's model and helpers.
+        from jobcompd import jobjson
+
+        event, rec = jobjson.from_job(
+            obj, event=event, send_script=send_script, send_comment=send_comment
+        )
+        return Record(
+            job_id=rec.jobid, event=event, value=encode(rec),
+            record_id=record_id(cluster, event, rec),
+        )  # fmt: skip
+    if isinstance(obj.get("jobs"), list):
+        raise RecordError(
+            f'a dump of {len(obj["jobs"])} job(s) ({{"jobs": [...]}}) is not one record: '
+            "feed it to 'jobcompd backfill FILE'"
+        )
+    raise RecordError("JSON object has no 'jobid' (jobcomp schema) nor 'job_id' (Slurm job object)")
+
+
+def _pass_through(
+    body: bytes,
+    obj: dict[str, Any],
+    cluster: str,
+    event: str,
+    *,
+    send_script: bool,
+    send_comment: bool,
+) -> Record:
+    """A record already in the jobcomp schema, sent as it came.
+
+    The value is the original bytes, minus surrounding whitespace and the trailing NUL that
+    Slurm before 23.11.7 sent: that is Slurm's own rendering, byte for byte, with every key
+    (also ones this model does not know) in its order. Re-encoding could only lose fidelity
+    (number spelling, escapes, unknown fields). The only change: ``script`` and ``comment``
+    are cut out of the bytes unless send_script/send_comment ask for them, the way Slurm
+    25.05+/26.05+ leave them out (Slurm before 25.05 sent the script of every batch job).
+    Only the shape is checked: a JSON object with an integer ``jobid``.
+    """
     jobid = obj["jobid"]
     if not isinstance(jobid, int) or isinstance(jobid, bool) or not 1 <= jobid <= _UINT32_MAX:
         raise RecordError(
             f"jobid={_json_preview(jobid)}: expected an integer job id from 1 to {_UINT32_MAX}"
         )
+    dropped = {key for key, wanted in (("script", send_script), ("comment", send_comment))
+               if not wanted and key in obj}  # fmt: skip
+    if dropped:
+        body = _drop_keys(body, dropped)
     return Record(
         job_id=jobid, event=event, value=body, record_id=_digest(cluster, event, obj, None)
     )
+
+
+def _drop_keys(body: bytes, names: set[str]) -> bytes:
+    """``body`` (a valid JSON object) without its top-level members named in ``names``.
+
+    Every other byte stays as it was: the members kept are copied verbatim, joined by the
+    separator that followed each of them in the original.
+    """
+    members = _members(body)
+    kept = [m for m in members if m[2] not in names]  # never empty: jobid stays
+    out = [body[: members[0][0]]]
+    for index, (start, end, _) in enumerate(kept):
+        out.append(body[start:end])
+        if index + 1 < len(kept):
+            following = members.index(kept[index]) + 1
+            out.append(body[end : members[following][0]])
+    out.append(body[members[-1][1] :])
+    return b"".join(out)
+
+
+def _members(body: bytes) -> list[tuple[int, int, str]]:
+    """(start, end, key) of each top-level member ``"key":value`` of a valid JSON object."""
+    members = []
+    i = _skip_ws(body, body.index(b"{") + 1)
+    while body[i : i + 1] == b'"':
+        start = i
+        i = _skip_string(body, i)
+        key = msgspec.json.decode(body[start:i])
+        i = _skip_ws(body, i)
+        i = _skip_value(body, _skip_ws(body, i + 1))  # past the ':'
+        members.append((start, i, key))
+        i = _skip_ws(body, i)
+        if body[i : i + 1] == b",":
+            i = _skip_ws(body, i + 1)
+    return members
+
+
+def _skip_ws(body: bytes, i: int) -> int:
+    while body[i : i + 1] in (b" ", b"\t", b"\r", b"\n"):
+        i += 1
+    return i
+
+
+def _skip_string(body: bytes, i: int) -> int:
+    """Index just past the string that opens at ``body[i]`` (a '"')."""
+    i += 1
+    while True:
+        j = body.index(b'"', i)
+        backslashes = 0
+        while body[j - 1 - backslashes] == 0x5C:  # '\\'
+            backslashes += 1
+        if backslashes % 2 == 0:
+            return j + 1
+        i = j + 1
+
+
+def _skip_value(body: bytes, i: int) -> int:
+    """Index just past the JSON value that starts at ``body[i]``."""
+    first = body[i : i + 1]
+    if first == b'"':
+        return _skip_string(body, i)
+    if first in (b"{", b"["):
+        depth = 0
+        while True:
+            c = body[i : i + 1]
+            if c == b'"':
+                i = _skip_string(body, i)
+                continue
+            if c in (b"{", b"["):
+                depth += 1
+            elif c in (b"}", b"]"):
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+    while i < len(body) and body[i : i + 1] not in (b",", b"}", b"]", b" ", b"\t", b"\r", b"\n"):
+        i += 1
+    return i

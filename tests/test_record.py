@@ -154,6 +154,70 @@ def test_env_fixture_gives_the_golden_message(path: Path):
 
 
 # ---------------------------------------------------------------------------------------
+# Golden files: hand-made records of later Slurm versions and of cases no capture has
+
+HANDMADE = DATA / "handmade"
+HANDMADE_FILES = sorted(HANDMADE.glob("*.env")) + sorted(HANDMADE.glob("*.json"))
+
+
+def test_every_handmade_fixture_has_a_golden_message():
+    assert {p.stem for p in HANDMADE_FILES} == {p.stem for p in (HANDMADE / "expected").iterdir()}
+
+
+@pytest.mark.parametrize("path", HANDMADE_FILES, ids=lambda p: p.name)
+def test_handmade_fixture_gives_the_golden_message(path: Path):
+    """Default JobCompParams: script and comment are left out, also from passed-through
+    records (Slurm 23.02-24.11 sent the script of every batch job)."""
+    hint = "start" if "start" in path.stem else "end"
+    record = parse_record(path.read_bytes(), path.suffix[1:], cluster=CLUSTER, event_hint=hint)
+    assert record.value == (HANDMADE / "expected" / f"{path.stem}.json").read_bytes()
+    assert record.event == (EVENT_START if hint == "start" else EVENT_END)
+
+
+@pytest.mark.parametrize("path", sorted(HANDMADE.glob("*.json")), ids=lambda p: p.name)
+def test_handmade_record_passes_through_whole_with_send_script_and_send_comment(path: Path):
+    body = path.read_bytes()
+    record = parse_record(body, "json", cluster=CLUSTER, send_script=True, send_comment=True)
+    assert record.value == body.rstrip(b"\0").strip()
+    quiet = parse_record(body, "json", cluster=CLUSTER)
+    assert quiet.record_id == record.record_id  # the same Slurm event either way
+
+
+def test_prolog_and_epilog_comment_only_with_send_comment():
+    start = (HANDMADE / "start-26.05-array.env").read_bytes()
+    assert "comment" not in json.loads(parse_record(start, "env", cluster=CLUSTER).value)
+    loud = json.loads(parse_record(start, "env", cluster=CLUSTER, send_comment=True).value)
+    assert loud["comment"] == "user comment"
+    assert list(loud)[-2:] == ["account", "comment"]
+    epilog = parse_record(
+        (DATA / "epilog-1.env").read_bytes(), "env", cluster=CLUSTER, send_comment=True
+    )
+    assert json.loads(epilog.value)["comment"] == "a comment"
+    script_env = parse_record(
+        (DATA / "end-1.env").read_bytes(), "env", cluster=CLUSTER, send_comment=True
+    )
+    assert "comment" not in json.loads(script_env.value)  # jobcomp/script has no comment
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"script":"x","jobid":1}', b'{"jobid":1}'),
+        (b'{"jobid":1,"script":"x"}', b'{"jobid":1}'),
+        (b'{"jobid":1,"script":"x","account":"a"}', b'{"jobid":1,"account":"a"}'),
+        (b'{ "jobid" : 1 , "script" : "a\\"b,}" , "comment" : [1,{"x":"]"}] , "k" : 2 }',
+         b'{ "jobid" : 1 , "k" : 2 }'),
+        (b'{"jobid":1,"scr\\u0069pt":"escaped name","script":"dup"}', b'{"jobid":1}'),
+        (b'{"jobid":1,"x":{"script":"nested stays"},"script":null}',
+         b'{"jobid":1,"x":{"script":"nested stays"}}'),
+        (b'{"jobid":1,"script":"ends with backslash\\\\"}', b'{"jobid":1}'),
+    ],
+)  # fmt: skip
+def test_script_and_comment_are_cut_out_of_the_bytes(body, expected):
+    assert parse_record(body, "json", cluster=CLUSTER).value == expected
+
+
+# ---------------------------------------------------------------------------------------
 # Same formatting as Slurm's own rendering (jobcomp/elasticsearch bodies)
 
 
@@ -475,15 +539,32 @@ def test_prolog_array_and_het_ids():
 @pytest.mark.parametrize("path", ES_BODIES, ids=lambda p: p.stem)
 def test_elasticsearch_body_passes_through_byte_for_byte(path: Path):
     body = path.read_bytes()
-    record = parse_record(body, "json", cluster=CLUSTER, event_hint="end")
+    record = parse_record(
+        body, "json", cluster=CLUSTER, event_hint="end", send_script=True, send_comment=True
+    )
     assert record.value == body
     assert record.event == EVENT_END
     assert record.job_id == json.loads(body)["jobid"]
 
 
+@pytest.mark.parametrize("path", ES_BODIES, ids=lambda p: p.stem)
+def test_script_is_cut_from_the_bytes_without_send_script(path: Path):
+    """Slurm 22.05's ES plugin sent every batch script; 25.05+ only with send_script."""
+    body = path.read_bytes()
+    value = parse_record(body, "json", cluster=CLUSTER).value
+    expected = {k: v for k, v in json.loads(body).items() if k != "script"}
+    assert json.loads(value) == expected
+    assert list(json.loads(value)) == list(expected)  # key order kept
+    if b'"script":' in body:
+        start = body.index(b',"script":')
+        assert value == body[:start] + b"}"  # script is the last key: the rest is untouched
+    else:
+        assert value == body
+
+
 def test_trailing_nul_and_surrounding_whitespace_are_stripped():
     body = es_body(24)
-    record = parse_record(b"\n " + body + b"\0\n", "json", cluster=CLUSTER)
+    record = parse_record(b"\n " + body + b"\0\n", "json", cluster=CLUSTER, send_script=True)
     assert record.value == body
     assert record.record_id == parse_record(body, "json", cluster=CLUSTER).record_id
 
@@ -654,7 +735,9 @@ def test_bad_env_names_the_variable_and_value(env, words):
         (b'"x"', "JSON string found"),
         (b"null", "JSON null found"),
         (b'{"jobid":1', "not valid JSON"),
-        (b'{"job_id":1}', "no 'jobid'"),
+        (b'{"id":1}', "no 'jobid' \\(jobcomp schema\\) nor 'job_id'"),
+        (b'{"job_id":1}', "job 1: neither 'job_state'"),
+        (b'{"jobs":[{"job_id":1}]}', "a dump of 1 job.*jobcompd backfill"),
         (b'{"jobid":"1"}', 'jobid="1"'),
         (b'{"jobid":true}', "jobid=true"),
         (b'{"jobid":1.0}', "jobid=1.0"),

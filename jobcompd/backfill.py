@@ -1,0 +1,588 @@
+"""``jobcompd backfill FILE|-``: jobs of a ``sacct --json`` or ``scontrol show job --json`` dump
+into the spool, one job end record each, for the daemon to ship with its usual guarantees.
+
+Each job is rendered here (jobcompd.jobjson), and the rendered jobcomp record is what goes into
+the spool (format ``json``), not the job object. Rendering here means: a job that cannot become
+a record is reported now, by its position in the dump, to the person running the command
+(instead of being dead-lettered later by the daemon); sacct's user and group names are turned
+into ids on this host (sacct prints no uid/gid, the daemon could not know them); the
+``--since/--until`` filter needs the end time anyway; and spool files stay small (a sacct job
+object with its steps is many times larger than its record). The record id (the
+``jobcompd-id`` header) is computed by the daemon from the record's content, so backfilling
+the same dump twice gives the same ids, and consumers can drop the repeats.
+
+Input: one or more JSON documents (a whole dump, or several concatenated, for example one
+``scontrol show job --json <id>`` per line), each ``{"jobs": [...]}`` or a single job object.
+A job that is not valid JSON, or not a job Slurm could have sent a record for, is reported by
+its index and skipped; a document cut off in the middle keeps the jobs before the cut.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import grp
+import mmap
+import os
+import pwd
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, TextIO
+
+import msgspec
+
+from jobcompd import config as configmod
+from jobcompd import jobjson
+from jobcompd.record import EVENT_END, RecordError, encode
+from jobcompd.spool import Spool, SpoolError
+
+__all__ = ["Item", "LocalIds", "Summary", "backfill", "parse_when", "read_jobs", "register"]
+
+EX_OK = 0
+EX_DATAERR = 65  # some jobs could not be rendered
+EX_NOINPUT = 66
+EX_CANTCREAT = 73  # no spool to write to
+EX_IOERR = 74  # writing the spool failed midway
+EX_NOPERM = 77
+EX_CONFIG = 78
+
+# Skip reasons, in the order the summary lists them.
+NOT_FINISHED = "not finished"
+FILTERED = "outside --since/--until"
+INVALID = "invalid"
+UNKNOWN_NAME = "unknown user or group"
+TOO_LARGE = "too large for the spool"
+_REASONS = (NOT_FINISHED, FILTERED, INVALID, UNKNOWN_NAME, TOO_LARGE)
+_PROBLEMS = frozenset({INVALID, UNKNOWN_NAME, TOO_LARGE})
+
+
+# ------------------------------------------------------------------------------------------
+# Reading a dump
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One job of the input: the decoded object, or why it could not be read."""
+
+    where: str  # "job #17": its position in the input, for messages
+    job: dict[str, Any] | None
+    error: str | None = None
+
+
+class _Dump(msgspec.Struct):
+    """A dump with its jobs left undecoded: each is decoded when its turn comes, so a
+    100,000-job dump is never held as Python objects all at once."""
+
+    jobs: list[msgspec.Raw]
+
+
+def read_jobs(data: bytes | mmap.mmap) -> tuple[int | None, Iterator[Item]]:
+    """The number of jobs (None when unknown up front) and the jobs of ``data``, in order."""
+    try:
+        dump = msgspec.json.decode(data, type=_Dump)
+    except (msgspec.DecodeError, RecursionError):
+        return None, _read_tolerant(data)
+    return len(dump.jobs), (_decode_job(i, raw) for i, raw in enumerate(dump.jobs, 1))
+
+
+def _decode_job(index: int, raw: bytes | msgspec.Raw) -> Item:
+    where = f"job #{index}"
+    try:
+        job = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        return Item(where, None, f"not valid JSON: {exc}")
+    if not isinstance(job, dict):
+        return Item(where, None, f"a JSON {type(job).__name__}, not a job object")
+    return Item(where, job)
+
+
+def _read_tolerant(data: bytes | mmap.mmap) -> Iterator[Item]:
+    """Documents one after the other; inside a broken one, the jobs one by one."""
+    index = 0
+    for start, end in _documents(data):
+        span = data[start:end] if end is not None else data[start:]
+        try:
+            dump = msgspec.json.decode(span, type=_Dump)
+        except (msgspec.DecodeError, RecursionError):
+            pass
+        else:
+            for raw in dump.jobs:
+                index += 1
+                yield _decode_job(index, raw)
+            continue
+        with contextlib.suppress(msgspec.DecodeError, RecursionError):
+            single = msgspec.json.decode(span)
+            if isinstance(single, dict) and "job_id" in single:
+                index += 1
+                yield Item(f"job #{index}", single)
+                continue
+        jobs_at = _jobs_array(data, start, end)
+        if jobs_at is None:
+            yield Item(
+                f"input at byte {start}", None,
+                "neither a dump ({\"jobs\": [...]}) nor a job object; skipped up to byte "
+                f"{end if end is not None else len(data)}",
+            )  # fmt: skip
+            continue
+        pos = _skip_ws(data, jobs_at + 1)
+        while pos < len(data) and data[pos : pos + 1] != b"]":
+            index += 1
+            item_end = _value_end(data, pos)
+            if item_end is None:
+                yield Item(
+                    f"job #{index}", None,
+                    f"the input is cut off inside this job (at byte {len(data)}); the jobs "
+                    "before it were read",
+                )  # fmt: skip
+                return
+            yield _decode_job(index, data[pos:item_end])
+            pos = _skip_ws(data, item_end)
+            if data[pos : pos + 1] == b",":
+                pos = _skip_ws(data, pos + 1)
+        if end is None:
+            return
+
+
+_WS = b" \t\r\n"
+_SPECIAL = re.compile(rb'["{}\[\]]')
+_SCALAR_END = re.compile(rb"[,}\] \t\r\n]")
+
+
+def _skip_ws(data: bytes | mmap.mmap, pos: int) -> int:
+    while pos < len(data) and data[pos] in _WS:
+        pos += 1
+    return pos
+
+
+def _documents(data: bytes | mmap.mmap) -> Iterator[tuple[int, int | None]]:
+    """(start, end) of each top-level JSON value; end None when the input stops inside one."""
+    pos = _skip_ws(data, 0)
+    while pos < len(data):
+        end = _value_end(data, pos)
+        yield pos, end
+        if end is None:
+            return
+        pos = _skip_ws(data, end)
+
+
+def _string_end(data: bytes | mmap.mmap, pos: int) -> int | None:
+    """Index just past the string opening at ``pos``; None when it never closes."""
+    i = pos + 1
+    while True:
+        j = data.find(b'"', i)
+        if j < 0:
+            return None
+        backslashes = 0
+        while data[j - 1 - backslashes] == 0x5C:  # backslash
+            backslashes += 1
+        if backslashes % 2 == 0:
+            return j + 1
+        i = j + 1
+
+
+def _value_end(data: bytes | mmap.mmap, pos: int) -> int | None:
+    """Index just past the value starting at ``pos``, matching brackets without validating
+    what is between them (so a broken job does not hide the next one); None when cut off."""
+    first = data[pos : pos + 1]
+    if first == b'"':
+        return _string_end(data, pos)
+    if first not in (b"{", b"["):
+        found = _SCALAR_END.search(data, pos)
+        return found.start() if found else len(data)
+    depth = 0
+    i = pos
+    while True:
+        found = _SPECIAL.search(data, i)
+        if found is None:
+            return None
+        i = found.start()
+        c = data[i : i + 1]
+        if c == b'"':
+            end = _string_end(data, i)
+            if end is None:
+                return None
+            i = end
+            continue
+        depth += 1 if c in (b"{", b"[") else -1
+        i += 1
+        if depth == 0:
+            return i
+
+
+def _jobs_array(data: bytes | mmap.mmap, start: int, end: int | None) -> int | None:
+    """Index of the '[' of the top-level "jobs" member of the object at ``start``."""
+    if data[start : start + 1] != b"{":
+        return None
+    stop = end if end is not None else len(data)
+    pos = _skip_ws(data, start + 1)
+    while pos < stop and data[pos : pos + 1] == b'"':
+        key_end = _string_end(data, pos)
+        if key_end is None:
+            return None
+        key = data[pos:key_end]
+        pos = _skip_ws(data, key_end)
+        if data[pos : pos + 1] != b":":
+            return None
+        pos = _skip_ws(data, pos + 1)
+        if key == b'"jobs"' and data[pos : pos + 1] == b"[":
+            return pos
+        value_end = _value_end(data, pos)
+        if value_end is None:
+            return None
+        pos = _skip_ws(data, value_end)
+        if data[pos : pos + 1] == b",":
+            pos = _skip_ws(data, pos + 1)
+    return None
+
+
+# ------------------------------------------------------------------------------------------
+# Rendering and writing
+
+
+@dataclass
+class Summary:
+    """What a backfill did: jobs read, records written, and jobs skipped by reason."""
+
+    read: int = 0
+    written: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def problems(self) -> int:
+        return sum(n for reason, n in self.skipped.items() if reason in _PROBLEMS)
+
+    def line(self, *, dry_run: bool) -> str:
+        verb = "would be written" if dry_run else "written"
+        total = sum(self.skipped.values())
+        reasons = ", ".join(f"{self.skipped[r]} {r}" for r in _REASONS if self.skipped[r])
+        skipped = f"{total} skipped ({reasons})" if total else "0 skipped"
+        return f"{self.read} jobs read, {self.written} {verb}, {skipped}"
+
+
+class LocalIds:
+    """User and group ids from this host's passwd and group databases (NSS), cached."""
+
+    @staticmethod
+    @lru_cache(maxsize=4096)
+    def uid(name: str) -> int | None:
+        try:
+            return pwd.getpwnam(name).pw_uid
+        except KeyError:
+            return None
+
+    @staticmethod
+    @lru_cache(maxsize=4096)
+    def gid(name: str) -> int | None:
+        try:
+            return grp.getgrnam(name).gr_gid
+        except KeyError:
+            return None
+
+
+def backfill(
+    items: Iterator[Item],
+    emit: Callable[[bytes, int], None],
+    *,
+    send_script: bool = False,
+    send_comment: bool = False,
+    since: int | None = None,
+    until: int | None = None,
+    ids: jobjson.IdLookup | None = None,
+    report: Callable[[str], None] = lambda line: None,
+    progress: Callable[[int], None] = lambda done: None,
+) -> Summary:
+    """Render each job's end record and hand it to ``emit(value, job_id)``.
+
+    Jobs that give no end record (pending, running), end outside ``since <= end < until``
+    (epoch seconds), or cannot be rendered are counted and skipped; the last kind is also
+    reported, one line each. ``emit`` raising SpoolError skips that job as too large; any
+    other exception stops the run and propagates.
+    """
+    summary = Summary()
+    for item in items:
+        summary.read += 1
+        progress(summary.read)
+        reason = _one(item, emit, summary, send_script, send_comment, since, until, ids, report)
+        if reason is not None:
+            summary.skipped[reason] += 1
+    return summary
+
+
+def _one(
+    item: Item,
+    emit: Callable[[bytes, int], None],
+    summary: Summary,
+    send_script: bool,
+    send_comment: bool,
+    since: int | None,
+    until: int | None,
+    ids: jobjson.IdLookup | None,
+    report: Callable[[str], None],
+) -> str | None:
+    """Handle one job; the skip reason, or None when its record was emitted."""
+    if item.job is None:
+        report(f"{item.where}: {item.error}")
+        return INVALID
+    where = item.where
+    job_id = item.job.get("job_id")
+    if isinstance(job_id, int) and not isinstance(job_id, bool):
+        where += f" (job_id {job_id})"
+    try:
+        if not jobjson.is_job_object(item.job):
+            raise RecordError("no 'job_id': not a Slurm job object")
+        _, rec = jobjson.from_job(
+            item.job, event=EVENT_END, send_script=send_script, send_comment=send_comment,
+            ids=ids,
+        )  # fmt: skip
+        end = jobjson.end_epoch(item.job)
+        value = encode(rec)
+    except jobjson.NoRecord:
+        return NOT_FINISHED
+    except jobjson.UnknownName as exc:
+        report(f"{where}: {_without_job_prefix(exc, job_id)}")
+        return UNKNOWN_NAME
+    except RecordError as exc:
+        report(f"{where}: {_without_job_prefix(exc, job_id)}")
+        return INVALID
+    if (since is not None and end < since) or (until is not None and end >= until):
+        return FILTERED
+    try:
+        emit(value, rec.jobid)
+    except SpoolError as exc:
+        report(f"{where}: {exc}")
+        return TOO_LARGE
+    summary.written += 1
+    return None
+
+
+def _without_job_prefix(exc: Exception, job_id: Any) -> str:
+    """The error without its own "job N: " (the report line names the job already)."""
+    text = str(exc)
+    prefix = f"job {job_id}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+# ------------------------------------------------------------------------------------------
+# Command line
+
+_WHEN = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})"  # date
+    r"(?:T([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?)?"  # optional time, seconds optional
+    r"(Z?)"  # UTC instead of local time
+)
+
+
+def parse_when(text: str) -> int:
+    """``YYYY-MM-DD[THH:MM[:SS]]`` in local time (like sacct -S/-E), or UTC with a final
+    ``Z``, as epoch seconds."""
+    match = _WHEN.fullmatch(text)
+    if not match:
+        raise ValueError(f"{text!r}: expected YYYY-MM-DD[THH:MM[:SS]], e.g. 2026-05-01T08:00")
+    parts = [int(p) if p else 0 for p in match.groups()[:6]]
+    try:
+        when = datetime(*parts)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
+    if match[7]:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp())
+
+
+def _when_arg(text: str) -> int:
+    try:
+        return parse_when(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _Progress:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, total: int | None, stream: TextIO) -> None:
+        self.total = total
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.drawn = False  # the bar is on the screen now
+        self.last = 0.0
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self.last < 0.1 and done != self.total):
+            return
+        self.last = now
+        if self.total:
+            filled = 30 * done // self.total
+            bar = "#" * filled + "-" * (30 - filled)
+            text = f"\rbackfill [{bar}] {done}/{self.total} jobs"
+        else:
+            text = f"\rbackfill {done} jobs"
+        self.stream.write(text)
+        self.stream.flush()
+        self.drawn = True
+
+    def clear(self) -> None:
+        """Wipe the bar so that a message can take its line; the next update redraws it."""
+        if self.drawn:
+            self.stream.write("\r\033[K")
+            self.drawn = False
+            self.last = 0.0
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
+@contextlib.contextmanager
+def _writing_as_owner_of(directory: Path, say: Callable[[str], None]) -> Iterator[None]:
+    """As root, write as the owner of the spool (the daemon's user) so it can read the
+    records (mode 0600); otherwise write as we are."""
+    st = os.stat(directory)
+    if os.geteuid() != 0 or st.st_uid == 0:
+        yield
+        return
+    say(f"writing as uid {st.st_uid}, the owner of {directory}, so the daemon can read")
+    os.setegid(st.st_gid)
+    os.seteuid(st.st_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    def say(line: str) -> None:
+        print(f"jobcompd backfill: {line}", file=sys.stderr, flush=True)
+
+    try:
+        cfg = configmod.load(configmod.config_path(args.config))
+    except configmod.ConfigError as exc:
+        say(str(exc))
+        return EX_CONFIG
+    try:
+        data = _read_input(args.file)
+    except OSError as exc:
+        say(f"cannot read {args.file}: {exc.strerror}")
+        return EX_NOINPUT
+    spool = Spool(cfg.spool_dir, max_record_bytes=cfg.params.max_record_bytes, allowed_uids=None)
+    if not args.dry_run:
+        problem = _spool_problem(spool, cfg)
+        if problem is not None:
+            say(problem[1])
+            return problem[0]
+    total, items = read_jobs(data)
+    bar = _Progress(total, sys.stderr)
+
+    def report(line: str) -> None:
+        bar.clear()
+        say(line)
+
+    def emit(value: bytes, job_id: int) -> None:
+        if args.dry_run:
+            sys.stdout.buffer.write(value + b"\n")
+        else:
+            spool.write_record(value, job_id=job_id, event="end", fmt="json")
+
+    options = {
+        "send_script": cfg.params.send_script,
+        "send_comment": cfg.params.send_comment,
+        "since": args.since,
+        "until": args.until,
+        "ids": LocalIds(),
+        "report": report,
+        "progress": bar.update,
+    }
+    try:
+        if args.dry_run:
+            summary = backfill(items, emit, **options)
+        else:
+            with _writing_as_owner_of(spool.new, say):
+                summary = backfill(items, emit, **options)
+    except OSError as exc:
+        bar.close()
+        say(
+            f"writing into {spool.new} failed: {exc}; the records written before stay and will "
+            "be sent. Fix the cause and run backfill again: repeats carry the same jobcompd-id"
+        )
+        return EX_IOERR
+    bar.close()
+    if total is None and summary.read == 0:
+        say(f"{args.file} holds no JSON: expected a sacct or scontrol --json dump")
+        return EX_DATAERR
+    where = "" if args.dry_run else f" into {spool.new}"
+    say(summary.line(dry_run=args.dry_run) + where)
+    return EX_DATAERR if summary.problems else EX_OK
+
+
+def _read_input(name: str) -> bytes | mmap.mmap:
+    """The dump's bytes. A file is mapped, not read: its pages stay page cache, which the
+    kernel can drop, so a dump of 100,000 jobs (about 1 GB) costs little anonymous memory."""
+    if name == "-":
+        return sys.stdin.buffer.read()
+    with open(name, "rb") as f:
+        try:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (ValueError, OSError):  # empty, or not a regular file (a FIFO)
+            return f.read()
+
+
+def _spool_problem(spool: Spool, cfg: configmod.Config) -> tuple[int, str] | None:
+    """Why records written now would not reach the daemon, if they would not."""
+    if not spool.new.is_dir() or not spool.tmp.is_dir():
+        return EX_CANTCREAT, (
+            f"{spool.root} has no tmp/ and new/: start jobcompd once, or create the spool "
+            "(systemd-tmpfiles --create), then run backfill again"
+        )
+    euid = os.geteuid()
+    if euid != 0 and cfg.spool_owners and euid not in cfg.spool_owners:
+        owners = ", ".join(str(u) for u in sorted(cfg.spool_owners))
+        return EX_NOPERM, (
+            f"uid {euid} is not one of the SpoolOwners ({owners}): the daemon would refuse "
+            "its records; run backfill as root or as the spool's owner"
+        )
+    return None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``jobcompd backfill`` to the command line."""
+    from jobcompd.cli import _add_config_arg
+
+    p = subparsers.add_parser(
+        "backfill",
+        help="put the jobs of a sacct/scontrol --json dump into the spool as job end records",
+        description="Read a `sacct --json` or `scontrol show job --json` dump (FILE, or - for "
+        "standard input) and write one job end record per finished job into the spool, for "
+        "the daemon to send. Running it twice on the same dump gives the same jobcompd-id "
+        "headers, so consumers can drop the repeats. Jobs that are not finished are skipped; "
+        "a job that cannot be read is reported by its position and skipped.",
+    )
+    _add_config_arg(p)
+    p.add_argument("file", metavar="FILE", help="the dump, or - to read standard input")
+    p.add_argument(
+        "--since",
+        type=_when_arg,
+        metavar="WHEN",
+        help="only jobs that ended at or after WHEN: YYYY-MM-DD[THH:MM[:SS]], local time "
+        "(like sacct -S), or UTC with a final Z",
+    )
+    p.add_argument(
+        "--until",
+        type=_when_arg,
+        metavar="WHEN",
+        help="only jobs that ended before WHEN (same format)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="write nothing; print each record that would be written on standard output",
+    )
+    p.set_defaults(func=cmd_backfill)

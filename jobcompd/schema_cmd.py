@@ -1,0 +1,77 @@
+"""``jobcompd schema``: the JSON Schema of the message jobcompd sends, from the msgspec model.
+
+The model (:class:`jobcompd.record.JobRecord`) is the one place that defines the message:
+field names, order, types, which keys are always there, and each key's Slurm version notes in
+its description. This command prints it so consumers can validate or generate code; the
+checked-in copy docs/message-schema.json is kept equal to it by a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import msgspec
+
+from jobcompd.record import JobRecord
+
+__all__ = ["message_schema", "register", "schema_text"]
+
+_DRAFT = "https://json-schema.org/draft/2020-12/schema"
+_TITLE = "Slurm jobcomp/kafka job record (as sent by jobcompd)"
+_DESCRIPTION = (
+    "The JSON object Slurm's jobcomp/kafka plugin sends for a job end (topic `topic`) or, "
+    "since Slurm 25.05, a job start (topic `topic_job_start`); jobcompd sends the same. Keys "
+    "appear in the order of `properties`. Keys in `required` are always present (null where "
+    "the description says so); the others only when set, some only in end records. A start "
+    "record leaves out @end, elapsed, derived_ec, exit_code, failed_node, cpu_hours, "
+    "pack_job_id and pack_job_offset, and has state null. Strings escape '/' as '\\/' "
+    "(json-c). Keys not listed here may appear in records of newer Slurm releases passed "
+    "through unchanged. Kafka headers (not part of this object): event (job_end/job_start), "
+    "jobcompd-id (stable id of the record), schema, redelivery."
+)
+
+
+def message_schema() -> dict[str, Any]:
+    """The message's JSON Schema (draft 2020-12) as a dict, flattened to one object."""
+    generated = msgspec.json.schema(JobRecord)
+    record = dict(generated["$defs"]["JobRecord"])
+    record.pop("title", None)
+    record.pop("description", None)
+    return {
+        "$schema": _DRAFT,
+        "title": _TITLE,
+        "description": _DESCRIPTION,
+        **record,
+    }
+
+
+def schema_text() -> str:
+    """What ``jobcompd schema`` prints: the schema as indented JSON, one trailing newline."""
+    return json.dumps(message_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the schema on stdout (needs no configuration; -c is accepted and ignored)."""
+    print(schema_text(), end="")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``jobcompd schema`` to the command line."""
+    from jobcompd.cli import _add_config_arg
+
+    p = subparsers.add_parser(
+        "schema",
+        help="print the JSON Schema of the messages jobcompd sends",
+        description="Print the JSON Schema (draft 2020-12) of the job record jobcompd sends to "
+        "Kafka, with the Slurm version notes of each field. A copy is in "
+        "docs/message-schema.json.",
+    )
+    _add_config_arg(p)
+    p.set_defaults(func=cmd_schema)
+
+
+if __name__ == "__main__":
+    print(schema_text(), end="")
