@@ -43,11 +43,13 @@ from jobcompd.delivery import (
     is_purge,
     is_timeout,
 )
+from jobcompd.httpintake import HttpIntake, HttpIntakeError
 from jobcompd.intake import PendingQueue, SpoolWatcher, scan_into
 
 log = structlog.get_logger("jobcompd")
 
 EX_OK = 0
+EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_CANTCREAT = 73
 EX_TEMPFAIL = 75
@@ -83,7 +85,8 @@ class Daemon:
         self.spool = spool.Spool(
             config.spool_dir,
             max_record_bytes=config.params.max_record_bytes,
-            allowed_uids=config.spool_owners or None,
+            # The daemon's own files (HTTP intake, `failed retry` as this user) are always fine.
+            allowed_uids=config.spool_owners | {os.geteuid()},
         )
         self.lock = state.InstanceLock(config.state_dir)
         self.queue = PendingQueue(QUEUE_LIMIT)
@@ -95,6 +98,7 @@ class Daemon:
         self.retries: list[tuple[float, int, Message]] = []
         self._retry_seq = 0
         self.producer: Producer | None = None
+        self.http: HttpIntake | None = None
         self.counters: dict[str, int] = {}
         self._attempts: dict[str, int] = {}
         self._maybe_delivered: set[str] = set()
@@ -133,9 +137,13 @@ class Daemon:
             return EX_CANTCREAT
         try:
             self._start()
-        except (OSError, spool.SpoolError, KafkaException) as e:
+        except (OSError, spool.SpoolError, KafkaException, HttpIntakeError) as e:
             log.error("start_failed", error=str(e))
+            if self.http is not None:
+                self.http.stop()
             self.lock.release()
+            if isinstance(e, HttpIntakeError):
+                return EX_UNAVAILABLE
             return EX_CONFIG if isinstance(e, KafkaException) else EX_CANTCREAT
         try:
             self._loop()
@@ -155,6 +163,7 @@ class Daemon:
                         detail="left in tmp/ by a hook that was killed before its rename")
         self._load_state()
         self._save_state(clean=False)
+        self._start_http(cfg)
         self.producer = Producer(producer_config(cfg), stats=self.metrics.librdkafka_stats)
         self._serve_metrics(cfg)
         self._install_signals()
@@ -171,6 +180,16 @@ class Daemon:
         self._phase = "running"
         self._tick(time.monotonic(), force=True)
         notify.ready(self._status_text)
+
+    def _start_http(self, cfg: Config) -> None:
+        """The jobcomp/elasticsearch intake (HttpListen), writing into the spool."""
+        if cfg.http_listen is None:
+            return
+        self.http = HttpIntake(self.spool, cfg.http_listen,
+                               max_body=cfg.params.max_record_bytes, cluster=cfg.cluster_name)
+        self.http.start()
+        host, port = self.http.address
+        log.info("http_listening", address=f"{host}:{port}")
 
     def _serve_metrics(self, cfg: Config) -> None:
         """(Re)start the metrics endpoint when MetricsListen is set; a failure is logged."""
@@ -644,6 +663,18 @@ class Daemon:
                          target=new.log_target)
         if new.metrics_listen != old.metrics_listen:
             self._serve_metrics(new)
+        if new.http_listen != old.http_listen:
+            if self.http is not None:
+                self.http.stop()
+                self.http = None
+            try:
+                self._start_http(new)
+            except HttpIntakeError as e:
+                self.http = None
+                self._note_error(str(e))
+                log.error("http_unavailable", error=str(e))
+        elif self.http is not None:
+            self.http.max_body = new.params.max_record_bytes
         for warning in new.warnings:
             log.warning("config_warning", detail=warning)
         self._count("reloads")
@@ -657,6 +688,8 @@ class Daemon:
         """Stop intake, purge what was never sent, flush, save the state file."""
         self._phase = "stopping"
         notify.stopping(self.config.params.flush_timeout_ms)
+        if self.http is not None:
+            self.http.stop()  # what it accepted is in the spool; Slurm retries the rest
         self.watcher.stop()
         if self.producer is None:
             return
