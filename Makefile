@@ -16,18 +16,21 @@ PYTEST_ARGS ?= -n 2
 
 all: test
 
-# System packages systemd-python needs to build from source: pkg-config, the libsystemd
-# headers and a C compiler with the Python headers.
+# System packages: pkg-config, the libsystemd headers and a C compiler with the Python headers
+# (systemd-python builds from source); socat and openssl for the TLS tests.
 sysdeps:
-	@if pkg-config --exists libsystemd 2>/dev/null && command -v cc >/dev/null 2>&1; then :; \
+	@if pkg-config --exists libsystemd 2>/dev/null && command -v cc >/dev/null 2>&1 \
+		&& command -v socat >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1; then \
-		echo "installing pkg-config libsystemd-dev gcc python3-dev (apt-get)"; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q pkg-config libsystemd-dev gcc python3-dev >/dev/null \
-		|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pkg-config libsystemd-dev gcc python3-dev >/dev/null; }; \
+		pkgs="pkg-config libsystemd-dev gcc python3-dev socat openssl"; \
+		echo "installing $$pkgs (apt-get)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$pkgs >/dev/null \
+		|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$pkgs >/dev/null; }; \
 	elif command -v dnf >/dev/null 2>&1; then \
-		echo "installing pkgconf-pkg-config systemd-devel gcc python3.11-devel (dnf)"; \
-		dnf install -y -q pkgconf-pkg-config systemd-devel gcc python3.11-devel; \
-	else echo "install pkg-config and the libsystemd development headers, then run make again" >&2; exit 1; fi
+		pkgs="pkgconf-pkg-config systemd-devel gcc python3.11-devel socat openssl"; \
+		echo "installing $$pkgs (dnf)"; \
+		dnf install -y -q $$pkgs; \
+	else echo "install pkg-config, the libsystemd development headers, gcc, socat and openssl, then run make again" >&2; exit 1; fi
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "no Python >= 3.11 found: install python3.11 (dnf) or python3 (apt-get)" >&2; exit 1; }
@@ -48,6 +51,12 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The long versions of the fault tests; their figures end up in soak-figures.txt.
+soak: $(VENV)/.installed
+	rm -f soak-figures.txt
+	JOBCOMPD_SOAK=1 JOBCOMPD_FAULT_LOG=$(CURDIR)/soak-figures.txt $(PY) -m pytest $(PYTEST_ARGS) -rP tests/faults tests/test_fuzz.py tests/test_badinput.py
+	cat soak-figures.txt
 
 bench: $(VENV)/.installed
 	$(PY) -m bench

@@ -547,7 +547,7 @@ class Daemon:
                   error=message, failed_dir=str(self.spool.failed))
         try:
             self.spool.dead_letter(name, reason, message, attempts=attempts, job_id=job_id)
-        except OSError as e:
+        except (OSError, ValueError) as e:
             log.error("dead_letter_failed", job_id=job_id, file=name, error=str(e),
                       detail="the file stays in new/ and is retried at the next rescan")
 

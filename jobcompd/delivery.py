@@ -12,6 +12,7 @@ producer it went through, so reports that straggle in from a discarded producer 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable
@@ -116,7 +117,8 @@ class Producer:
         old, self._p = self._p, new
         self._conf = new_conf
         old.purge(in_queue=True, in_flight=True, blocking=False)
-        old.poll(0)
+        with contextlib.suppress(KafkaException):  # its fatal error is why it is replaced
+            old.poll(0)
         reports, self._reports = self._reports, []
         del old
         self.generation += 1
@@ -156,9 +158,23 @@ class Producer:
 
     def poll(self, timeout: float) -> list[Report]:
         """Serve callbacks for up to ``timeout`` seconds; return the reports recorded."""
-        self._p.poll(timeout)
+        self._serve(self._p.poll, timeout)
         reports, self._reports = self._reports, []
         return reports
+
+    def _serve(self, call: Callable[..., Any], *args: float) -> None:
+        """Call poll()/flush(), recording a fatal error the way the error callback would.
+
+        confluent-kafka (2.16) raises a fatal producer error as a KafkaException out of poll()
+        and flush() instead of calling error_cb; the main loop must see it, not crash on it.
+        """
+        try:
+            call(*args)
+        except KafkaException as e:
+            err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+            if err is None:
+                raise
+            self._on_error(err)
 
     def outstanding(self) -> int:
         """Messages librdkafka still holds (queued or in flight)."""
@@ -191,17 +207,17 @@ class Producer:
         """
         self._p.purge(in_queue=True, in_flight=False, blocking=True)
         if flush_timeout_ms < 0:
-            self._p.flush()
+            self._serve(self._p.flush)
         else:
-            self._p.flush(flush_timeout_ms / 1000.0)
-        self._p.poll(0)
+            self._serve(self._p.flush, flush_timeout_ms / 1000.0)
+        self._serve(self._p.poll, 0)
         reports, self._reports = self._reports, []
         return reports
 
     def abandon(self) -> None:
         """Drop what is still in flight so the process can exit without waiting for it."""
         self._p.purge(in_queue=True, in_flight=True, blocking=False)
-        self._p.poll(0)
+        self._serve(self._p.poll, 0)
         self._reports = []
 
 

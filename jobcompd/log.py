@@ -211,12 +211,16 @@ class JournalLogger:
         self._failing = False
 
     def _send(self, lines: list[str], level: str, message: str) -> None:
+        # A field may hold bytes that are not UTF-8 (a spool file name is any bytes, decoded
+        # with surrogateescape): sendv would refuse the whole entry. Backslash escapes keep it
+        # readable and the entry whole.
+        lines = [ln.encode("utf-8", "backslashreplace").decode("utf-8") for ln in lines]
         try:
             journal.sendv(*lines)
-        except OSError as e:
+        except (OSError, ValueError) as e:
             if not self._failing:
                 self._failing = True
-                self._write(f"level=error msg=journal_unreachable error={e.strerror!r} "
+                self._write(f"level=error msg=journal_unreachable error={str(e)!r} "
                             "detail=\"logging to stderr until journald answers\"")
             self._write(f"level={level} msg={message}")
             return

@@ -131,6 +131,17 @@ def _unlink_quietly(path: Path) -> None:
         os.unlink(path)
 
 
+def _reason_body(info: dict[str, object]) -> bytes:
+    """The reason file: readable UTF-8 JSON. A name that is not valid UTF-8 (os.fsdecode gives
+    lone surrogates for its bytes) falls back to \\u escapes, which still round-trip to the
+    name."""
+    try:
+        text = json.dumps(info, default=str, ensure_ascii=False, indent=1)
+        return text.encode() + b"\n"
+    except UnicodeEncodeError:
+        return json.dumps(info, default=str, ensure_ascii=True, indent=1).encode() + b"\n"
+
+
 class Spool:
     """One spool directory. Paths only; no state besides the last time stamp written."""
 
@@ -331,33 +342,39 @@ class Spool:
 
         rename() moves the entry itself, whatever it is (a symlink, never its target; a FIFO;
         a directory). If new/`name` is already gone, only the reason file is written.
+        The reason file is written first: when that fails (a full disk), nothing has moved,
+        the entry stays in new/ for a later attempt, and failed/ never holds a dead letter
+        without its reason.
         Raises OSError (FileExistsError when failed/ already holds that name: jobcompd never
         overwrites a dead letter) for the caller to log; the entry then stays in new/.
         """
         _check_entry_name(name)
         source, target = self.new / name, self.failed / name
-        moved = False
-        if os.path.lexists(source):
-            if os.path.lexists(target):
-                raise FileExistsError(errno.EEXIST,
-                                      f"cannot dead-letter {source}: {target} already exists;"
-                                      " move one of them away", str(target))
-            try:
-                os.rename(source, target)
-                moved = True
-            except FileNotFoundError:
-                pass
+        present = os.path.lexists(source)
+        if present and os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST,
+                                  f"cannot dead-letter {source}: {target} already exists;"
+                                  " move one of them away", str(target))
         info: dict[str, object] = {
             "name": name,
             "reason": reason,
             "message": message,
             "time": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        if not moved:
+        if not present:
             info["vanished"] = True
         info.update(detail)
-        body = json.dumps(info, default=str, ensure_ascii=False, indent=1).encode() + b"\n"
-        self._replace_file(self.failed, name + REASON_SUFFIX, body)
+        reason_name = name + REASON_SUFFIX
+        self._replace_file(self.failed, reason_name, _reason_body(info))
+        if present:
+            try:
+                os.rename(source, target)
+            except FileNotFoundError:
+                info["vanished"] = True
+                self._replace_file(self.failed, reason_name, _reason_body(info))
+            except BaseException:
+                _unlink_quietly(self.failed / reason_name)
+                raise
         _fsync_dir(self.failed)
 
     def _replace_file(self, directory: Path, name: str, data: bytes) -> None:

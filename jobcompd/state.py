@@ -79,9 +79,9 @@ def load(state_dir: Path) -> State | None:
 
 
 def move_aside(state_dir: Path) -> Path | None:
-    """Rename an unusable state file to ``jobcompd_state.bad-<epoch>`` so it can be inspected."""
+    """Rename an unusable state file to ``jobcompd_state.bad-<epoch-ns>`` to be inspected."""
     path = state_path(state_dir)
-    target = path.with_name(f"{STATE_FILE}.bad-{int(time.time())}")
+    target = path.with_name(f"{STATE_FILE}.bad-{time.time_ns()}")
     try:
         os.replace(path, target)
     except FileNotFoundError:
@@ -139,8 +139,10 @@ class InstanceLock:
                 f"{self.path.parent}; stop it first (systemctl stop jobcompd), or give this "
                 "instance its own StateSaveLocation and SpoolDir"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # The pid only serves the message of a second instance: on a full disk, go without it.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
 
     def release(self) -> None:
