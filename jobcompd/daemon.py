@@ -45,6 +45,7 @@ from jobcompd.delivery import (
 )
 from jobcompd.httpintake import HttpIntake, HttpIntakeError
 from jobcompd.intake import PendingQueue, SpoolWatcher, scan_into
+from jobcompd.retirer import Retirer
 
 log = structlog.get_logger("jobcompd")
 
@@ -57,8 +58,9 @@ EX_CONFIG = 78
 
 #: How many names the intake keeps in memory at most; more files wait on disk for a rescan.
 QUEUE_LIMIT = 100_000
-#: Records read and produced per loop pass, so delivery reports keep being served in a burst.
-FILL_BATCH = 2_000
+#: Records read, then produced, per loop pass: small enough that librdkafka sends one batch
+#: while the next is read, and that delivery reports keep being served during a burst.
+FILL_BATCH = 256
 #: How long one poll waits while messages are on the wire.
 BUSY_POLL_S = 0.005
 #: First retry delay after a timed-out delivery; doubles up to retry_backoff_max.
@@ -114,6 +116,10 @@ class Daemon:
         self._last_error: str | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.watcher = SpoolWatcher(self.spool.new, self.wake)
+        self.retirer = Retirer(self.spool)
+        #: DebugFlags=JobComp: log every record's journey. Checked before building the event,
+        #: since even a filtered structlog call costs more than the rest of a record's work.
+        self._trace = config.debug_jobcomp
         self.metrics = metricsmod.Metrics()
         self.watchdog = notify.WatchdogTimer.from_env()
         self._started_at = time.time()
@@ -167,6 +173,7 @@ class Daemon:
         self.producer = Producer(producer_config(cfg), stats=self.metrics.librdkafka_stats)
         self._serve_metrics(cfg)
         self._install_signals()
+        self.retirer.start()
         self.watcher.start()  # before the scan: a file arriving during the scan is not missed
         self._rescan(time.monotonic())
         log.info(
@@ -269,6 +276,7 @@ class Daemon:
             if self._reload_requested:
                 self._reload_requested = False
                 self._reload()
+            self.retirer.collect()
             self._take_watch_events()
             if self._rescan_requested or now >= self._next_rescan or (
                 self.queue.truncated and not self.queue
@@ -317,16 +325,18 @@ class Daemon:
         if overflowed:
             log.warning("inotify_overflow", detail="rescanning the spool")
             self._rescan_requested = True
-        window = self.window
+        window, retiring = self.window, self.retirer.pending
         for name in names:
-            if name not in window:
+            if name not in window and name not in retiring:
                 self.queue.add(name)
 
     def _rescan(self, now: float) -> None:
         self._rescan_requested = False
         self._next_rescan = now + self.config.params.rescan_interval_s
         try:
-            queued = scan_into(self.queue, self.spool.scan, self.window.keys())
+            # Acknowledged files still waiting for their unlink are not new ones.
+            queued = scan_into(self.queue, self.spool.scan,
+                               self.window.keys() | self.retirer.pending)
         except OSError as e:
             log.error("spool_scan_failed", path=str(self.spool.new), error=str(e))
             return
@@ -334,22 +344,30 @@ class Daemon:
                   truncated=self.queue.truncated)
 
     def _fill_window(self) -> None:
+        """Read a batch of records, then produce them in one go.
+
+        Producing back to back, rather than between file reads, lets librdkafka batch them
+        and wake its broker thread once per batch instead of once per record.
+        """
         limit = self.config.params.max_inflight
-        budget = FILL_BATCH
-        while self.queue and len(self.window) < limit and budget > 0 and not self.ready:
-            budget -= 1
+        batch: list[Message] = []
+        while (self.queue and len(self.window) < limit and len(batch) < FILL_BATCH
+               and not self.ready):
             msg = self._read(self.queue.pop())
             if msg is not None:
                 self.window[msg.name] = msg
                 self._count("ingested")
                 self.metrics.ingested()
-                if not self._send(msg):
-                    return
+                batch.append(msg)
+        for i, msg in enumerate(batch):
+            if not self._send(msg):  # it went back to the front of `ready`; the rest follow
+                self.ready.extend(batch[i + 1:])
+                return
 
     def _read(self, name: str) -> Message | None:
         """Turn one spool file into a Message; dead-letter or retire what cannot be sent."""
-        if name in self.window:
-            return None  # already on its way: never produced twice
+        if name in self.window or name in self.retirer.pending:
+            return None  # already on its way, or delivered: never produced twice
         try:
             meta = spool.parse_name(name)
             data = self.spool.read(name)
@@ -374,9 +392,10 @@ class Daemon:
             self._dead_letter(name, "malformed", f"{self.spool.new / name}: {e}", meta.job_id)
             return None
         if rec.event == record.EVENT_START and not cfg.params.enable_job_start:
-            log.debug("start_record_skipped", job_id=rec.job_id, job_event=rec.event, file=name,
-                      detail="enable_job_start is off")
-            self.spool.retire(name)
+            if self._trace:
+                log.debug("start_record_skipped", job_id=rec.job_id, job_event=rec.event, file=name,
+                          detail="enable_job_start is off")
+            self.retirer.retire(name)
             return None
         msg = Message(
             name=name,
@@ -395,7 +414,8 @@ class Daemon:
             msg.redelivery = True
         if self._suspects_left > 0:
             self._suspects_left -= 1
-        log.debug("ingested", job_id=msg.job_id, job_event=msg.event, file=name)
+        if self._trace:
+            log.debug("ingested", job_id=msg.job_id, job_event=msg.event, file=name)
         return msg
 
     # -- producing ------------------------------------------------------------------------
@@ -428,8 +448,9 @@ class Daemon:
                 self._retry_later(msg, err)
             return True
         msg.attempts += 1
-        log.debug("produced", job_id=msg.job_id, job_event=msg.event, file=msg.name,
-                  topic=msg.topic, attempt=msg.attempts)
+        if self._trace:
+            log.debug("produced", job_id=msg.job_id, job_event=msg.event, file=msg.name,
+                      topic=msg.topic, attempt=msg.attempts)
         return True
 
     def _produce_due(self, now: float) -> None:
@@ -475,20 +496,14 @@ class Daemon:
 
     def _delivered(self, msg: Message, rep: Report) -> None:
         del self.window[msg.name]
-        self.spool.retire(msg.name)
+        self.retirer.retire(msg.name)
         self._broker_up = True
         self._count("delivered")
         self.metrics.delivered(msg.arrived_ns)
-        log.debug(
-            "delivered",
-            job_id=msg.job_id,
-            job_event=msg.event,
-            file=msg.name,
-            topic=msg.topic,
-            partition=rep.partition,
-            offset=rep.offset,
-            attempts=msg.attempts,
-        )
+        if self._trace:
+            log.debug("delivered", job_id=msg.job_id, job_event=msg.event, file=msg.name,
+                      topic=msg.topic, partition=rep.partition, offset=rep.offset,
+                      attempts=msg.attempts)
 
     def _timed_out(self, msg: Message, err: KafkaError, *, broker_answers: bool) -> None:
         msg.generation = -1
@@ -659,6 +674,7 @@ class Daemon:
                       detail="the running configuration is kept")
             return
         self.config = new
+        self._trace = new.debug_jobcomp
         logmod.configure(debug=new.debug_jobcomp, log_format=new.log_format,
                          target=new.log_target)
         if new.metrics_listen != old.metrics_listen:
@@ -704,6 +720,7 @@ class Daemon:
             else:
                 pending.append(name)
         self.producer.abandon()
+        self.retirer.stop()
         self._save_state(clean=True, pending=sorted(pending), in_flight=sorted(in_flight))
         self._phase = "stopped"
         self._tick(time.monotonic(), force=True)

@@ -18,7 +18,15 @@ import threading
 from collections.abc import Callable, Set
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 
@@ -94,7 +102,14 @@ class SpoolWatcher:
         handler = _Handler(self._dir, self._on_name)
         observer = Observer()
         observer.daemon = True
-        observer.schedule(handler, self._dir, recursive=False)
+        # Only renames into new/ (the hook's way; watchdog reports a rename from an unwatched
+        # folder as a creation), creations and files closed after writing: the kernel then
+        # never queues the open, close and delete events of the daemon's own reads and
+        # unlinks, which watchdog's thread would otherwise handle in Python, three per record,
+        # competing with the main loop for the GIL.
+        observer.schedule(handler, self._dir, recursive=False,
+                          event_filter=[FileMovedEvent, FileCreatedEvent, FileClosedEvent,
+                                        DirMovedEvent, DirCreatedEvent])
         logging.getLogger("watchdog.observers.inotify_c").addFilter(self._overflow_hook)
         observer.start()
         self._observer = observer
@@ -127,13 +142,16 @@ class SpoolWatcher:
 
 
 class _Handler(FileSystemEventHandler):
-    """Created (written in place) and moved-in (the hook's rename) files of ``new/``."""
+    """Moved-in (the hook's rename), created and closed-after-writing files of ``new/``."""
 
     def __init__(self, directory: str, on_name: Callable[[str], None]) -> None:
         self._dir = directory
         self._on_name = on_name
 
     def on_created(self, event: FileSystemEvent) -> None:
+        self._report(event.src_path)
+
+    def on_closed(self, event: FileSystemEvent) -> None:
         self._report(event.src_path)
 
     def on_moved(self, event: FileSystemEvent) -> None:

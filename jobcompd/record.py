@@ -389,14 +389,16 @@ def parse_env(data: bytes) -> dict[str, str]:
             "the file looks cut off (env -0 ends every entry with NUL)"
         )
     env: dict[str, str] = {}
-    for index, entry in enumerate(data[:-1].split(b"\0"), start=1):
-        name, sep, value = entry.partition(b"=")
+    # One decode for the whole dump: NUL and "=" are ASCII, never inside a UTF-8 sequence, so
+    # splitting after decoding gives what decoding each entry would, at a fraction of the cost.
+    for index, entry in enumerate(data[:-1].decode("utf-8", "replace").split("\0"), start=1):
+        name, sep, value = entry.partition("=")
         if not sep or not name:
             raise RecordError(
-                f"entry {index} {_preview(entry)} is not KEY=VALUE (env -0 format expected)"
+                f"entry {index} {_preview(entry.encode())} is not KEY=VALUE "
+                "(env -0 format expected)"
             )
-        key = name.decode("utf-8", "replace")
-        env.setdefault(key, value.decode("utf-8", "replace"))
+        env.setdefault(name, value)
     return env
 
 

@@ -269,13 +269,19 @@ class Spool:
             self._check_stat(name, path, st)
             chunks: list[bytes] = []
             left = self.max_record_bytes + 1
+            # One read() of the size fstat gave, plus a byte to see the end: a short read of a
+            # regular file is its end. Only a file that grows while being read takes more.
+            want = min(st.st_size + 1, left)
             try:
                 while left > 0:
-                    chunk = os.read(fd, min(left, 1 << 20))
+                    chunk = os.read(fd, want)
                     if not chunk:
                         break
                     chunks.append(chunk)
                     left -= len(chunk)
+                    if len(chunk) < want:
+                        break
+                    want = min(left, 1 << 20)
             except OSError as e:
                 if e.errno in _TRANSIENT_ERRNOS:
                     raise

@@ -170,13 +170,19 @@ def _plant(kind: str, new: Path, outside: Path, job_id: int) -> tuple[str, str]:
         s.close()
         os.rename(short, path)
         return name, "not_regular"
+    # Files are made outside and renamed in, as the spool protocol says: a file written in
+    # place could be read half made (empty, or still root's before the chown).
     if kind == "sparse_8gib":
-        with open(path, "wb") as f:
+        staged = outside / name
+        with open(staged, "wb") as f:
             f.truncate(8 << 30)
+        os.rename(staged, path)
         return name, "too_large"
     if kind == "foreign_owner":
-        path.write_bytes(end_env_bytes(job_id))
-        os.chown(path, 54321, 54321)
+        staged = outside / name
+        staged.write_bytes(end_env_bytes(job_id))
+        os.chown(staged, 54321, 54321)
+        os.rename(staged, path)
         return name, "owner"
     if kind == "forged_log_line":
         name = f"{name}\nts=2026-01-01T00:00:00Z level=info msg=delivered job_id={job_id}"

@@ -1,0 +1,172 @@
+"""Benchmark 3: steady latency -- records dropped at 1,000/s for 30 s, drop to acknowledgement.
+
+A record's drop time is the epoch-ns time stamp in its file name (taken just before it is
+written, as the hook does with ``date``); its arrival time is when a consumer on the same
+machine received it, which is later than the daemon's acknowledgement by at most one fetch.
+Goal: p99 <= 50 ms.
+
+The 1,000/s are written by four threads that follow the hook's protocol exactly (write in
+tmp/, fsync, rename into new/, fsync new/): the hook itself costs several ms of CPU per record,
+so 1,000 hooks/s would measure the machine's fork rate, not jobcompd. A second row runs the
+real hook serially, the way slurmctld's jobcomp/script does, as fast as it goes; there the
+latency is counted from the hook's exit (the record is durable in new/).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from bench import workload
+from bench.harness import (
+    Context,
+    Row,
+    arrivals,
+    broker,
+    daemon,
+    job_of_key,
+    median,
+    percentile,
+    remove_tree,
+    stop_daemon,
+)
+from tests.support import HOOK
+
+NAME = "latency"
+RATE = 1_000
+WRITERS = 8
+GOAL_P99_MS = 50.0
+
+
+def paced_drops(
+    spool: Path, rate: float, seconds: float, first_job: int
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Drop records at ``rate`` per second for ``seconds``; return {job id: drop time ns} and
+    {job id: time it appeared in new/, ns}."""
+    total = int(rate * seconds)
+    drops: dict[int, int] = {}
+    visible: dict[int, int] = {}
+    lock = threading.Lock()
+    start = time.monotonic() + 0.1
+    errors: list[BaseException] = []
+
+    def writer(k: int) -> None:
+        try:
+            for i in range(k, total, WRITERS):
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                job = first_job + i
+                ns, seen = workload.drop(spool, job)
+                with lock:
+                    drops[job] = ns
+                    visible[job] = seen
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [
+        threading.Thread(target=writer, args=(k,), name=f"writer-{k}") for k in range(WRITERS)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return drops, visible
+
+
+def hook_drops(spool: Path, seconds: float, first_job: int) -> dict[int, int]:
+    """Run the real hook serially (execve, Slurm's environment, no shell) for ``seconds``;
+    return {job id: time the hook exited, ns}."""
+    null = os.open(os.devnull, os.O_RDWR)
+    actions = [(os.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)]
+    done: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + seconds
+        job = first_job
+        while time.monotonic() < deadline:
+            env = {**workload.slurm_env(job), "JOBCOMPD_SPOOL": str(spool)}
+            pid = os.posix_spawn(str(HOOK), [str(HOOK)], env, file_actions=actions)
+            _, status = os.waitpid(pid, 0)
+            if status != 0:
+                raise RuntimeError(f"hook exited with status {status} for job {job}")
+            done[job] = time.time_ns()
+            job += 1
+    finally:
+        os.close(null)
+    return done
+
+
+def latencies_ms(drops: dict[int, int], times: dict[bytes, int]) -> list[float]:
+    by_job = {job_of_key(k): t for k, t in times.items()}
+    return [(by_job[job] - ns) / 1e6 for job, ns in drops.items()]
+
+
+def _row(
+    bench: str,
+    what: str,
+    lat: list[float],
+    rate: float,
+    seconds: float,
+    goal: bool,
+    extra: str = "",
+) -> Row:
+    p99 = percentile(lat, 99)
+    return Row(
+        bench,
+        f"ms {what} p50 / p99 / max, {rate:,.0f}/s for {seconds:g} s",
+        f"{median(lat):.1f} / {p99:.1f} / {max(lat):.1f}",
+        goal=f"p99 <= {GOAL_P99_MS:g} ms" if goal else "",
+        met=(p99 <= GOAL_P99_MS) if goal else None,
+        note=f"{len(lat):,} records" + (f"; {extra}" if extra else ""),
+    )
+
+
+def run(ctx: Context) -> list[Row]:
+    seconds = 5.0 if ctx.quick else 30.0
+    hook_seconds = 3.0 if ctx.quick else 10.0
+    root = ctx.scratch(NAME)
+    spool = workload.make_spool(root / "spool")
+    try:
+        with broker(ctx, NAME) as tansu, daemon(ctx, root, tansu) as d:
+            d.wait_ready()
+            with arrivals(tansu.bootstrap, d.dut.topic, keep_times=True) as got:
+                workload.drop(spool, workload.FIRST_JOB_ID)  # topic and connection warm
+                got.wait_for(1, timeout=30)
+                t0 = time.monotonic()
+                drops, visible = paced_drops(spool, RATE, seconds, workload.FIRST_JOB_ID + 1)
+                achieved = len(drops) / (time.monotonic() - t0)
+                got.wait_for(1 + len(drops), timeout=120)
+                lat = latencies_ms(drops, got.times)
+                seen_lat = latencies_ms(visible, got.times)
+                t0 = time.monotonic()
+                hooked = hook_drops(spool, hook_seconds, workload.FIRST_JOB_ID + 10_000_000)
+                hook_rate = len(hooked) / (time.monotonic() - t0)
+                got.wait_for(1 + len(drops) + len(hooked), timeout=120)
+                hook_lat = latencies_ms(hooked, got.times)
+            stop_daemon(d)
+    finally:
+        remove_tree(root)
+    return [
+        _row(
+            "3. steady latency",
+            "drop-to-ack",
+            lat,
+            achieved,
+            seconds,
+            goal=True,
+            extra=f"from the rename into new/: p50 {median(seen_lat):.1f}, "
+            f"p99 {percentile(seen_lat, 99):.1f} ms",
+        ),
+        _row(
+            "3. latency, real hook, serial",
+            "hook-exit-to-ack",
+            hook_lat,
+            hook_rate,
+            hook_seconds,
+            goal=False,
+        ),
+    ]
