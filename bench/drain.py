@@ -5,8 +5,9 @@ was acknowledged by the broker and its file unlinked. Afterwards a consumer chec
 record arrived (and counts duplicates). Goal: at least 10,000 records/s, and at least half of
 ceiling (b), the bare read+unlink loop on the same number of files.
 
-With ``--profile``, one extra run is recorded with py-spy (not counted in the table); the
-folded stacks and a summary of the hottest functions are written to the work directory.
+With ``--profile DIR``, one extra run is recorded with py-spy (not counted in the table): the
+folded stacks (``drain-profile.folded``, for flamegraph tools) and a summary of the hottest
+functions of the main thread (``drain-profile.txt``) are written into DIR.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from bench.harness import (
     stop_daemon,
     wait_until,
 )
+from tests.broker import Tansu
 
 NAME = "drain"
 GOAL_RATE = 10_000
@@ -47,18 +49,21 @@ def count(ctx: Context) -> int:
     return 10_000 if ctx.quick else 100_000
 
 
-def drain_once(ctx: Context, tansu, n: int, profile_to: Path | None = None) -> dict[str, float]:
+def drain_once(
+    ctx: Context, tansu: Tansu, n: int, profile_to: Path | None = None
+) -> dict[str, float]:
+    """One drain of ``n`` files; its rate, start-up time, peak RSS, CPU and duplicates."""
     root = ctx.scratch(NAME)
-    spool = workload.make_spool(root / "spool")
-    workload.fill_new_parallel(spool, n)
     try:
+        spool = workload.make_spool(root / "spool")
+        workload.fill_new_parallel(spool, n)
         with daemon(ctx, root, tansu) as d:
             ready = d.wait_ready()
             cpu_at_ready = cpu_seconds(d.pid)
             spy = _start_py_spy(d.pid, profile_to) if profile_to else None
             wait_until(
                 lambda: new_is_empty(spool),
-                timeout=max(120, n / 500),
+                timeout=max(120, n / 200),
                 interval=0.05,
                 what=f"{n:,} records to drain",
             )
@@ -90,6 +95,11 @@ def drain_once(ctx: Context, tansu, n: int, profile_to: Path | None = None) -> d
 
 def _start_py_spy(pid: int, out: Path) -> subprocess.Popen:
     spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        raise FileNotFoundError(
+            f"--profile needs py-spy beside {sys.executable}: "
+            f"{Path(sys.executable).with_name('pip')} install py-spy"
+        )
     return subprocess.Popen(
         [
             str(spy),
@@ -179,9 +189,8 @@ def run(ctx: Context) -> list[Row]:
     rates = [r["rate"] for r in results]
     rate = median(rates)
     ceiling_b = ctx.shared["ceiling_b"]
-    floor = max(GOAL_RATE, GOAL_RATIO * ceiling_b)
+    ratio = rate / ceiling_b
     notes = [
-        f"{rate / ceiling_b:.2f} x ceiling (b)",
         f"READY after {median([r['ready'] for r in results]):.2f} s",
         f"peak RSS {max(r['peak_mib'] for r in results):.0f} MiB",
         f"daemon CPU {median([r['cpu_us'] for r in results]):.0f} us/record",
@@ -195,8 +204,16 @@ def run(ctx: Context) -> list[Row]:
             "2. drain backlog",
             f"records/s, {n:,} files, exec to new/ empty",
             f"{rate:,.0f}",
-            goal=f">= {GOAL_RATE:,} and >= 0.5 x (b) = {floor:,.0f}",
-            met=rate >= floor,
+            goal=f">= {GOAL_RATE:,}",
+            met=rate >= GOAL_RATE,
             note="; ".join(notes),
-        )
+        ),
+        Row(
+            "2. drain vs ceiling (b)",
+            "drain rate / rate of the bare read+unlink loop",
+            f"{ratio:.2f}",
+            goal=f">= {GOAL_RATIO:g}",
+            met=ratio >= GOAL_RATIO,
+            note=f"ceiling (b) {ceiling_b:,.0f} files/s in this run",
+        ),
     ]

@@ -374,7 +374,10 @@ class Daemon:
         except FileNotFoundError:
             return None  # retired meanwhile (a late inotify event, or removed by hand)
         except spool.RejectedFile as e:
-            self._dead_letter(name, e.reason, str(e), job_id=None)
+            # A bad name is refused before the file is opened: a second event for a name
+            # already dead-lettered (created, then closed) must not dead-letter it twice.
+            if os.path.lexists(self.spool.new / name):
+                self._dead_letter(name, e.reason, str(e), job_id=None)
             return None
         except OSError as e:
             # Out of file descriptors or memory: the process's trouble, not the file's. It stays

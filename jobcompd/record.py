@@ -22,6 +22,7 @@ keys Slurm writes only when set are left out.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -388,17 +389,22 @@ def parse_env(data: bytes) -> dict[str, str]:
             f"last entry {_preview(last)} is not ended by a NUL byte: "
             "the file looks cut off (env -0 ends every entry with NUL)"
         )
-    env: dict[str, str] = {}
     # One decode for the whole dump: NUL and "=" are ASCII, never inside a UTF-8 sequence, so
     # splitting after decoding gives what decoding each entry would, at a fraction of the cost.
-    for index, entry in enumerate(data[:-1].decode("utf-8", "replace").split("\0"), start=1):
-        name, sep, value = entry.partition("=")
-        if not sep or not name:
-            raise RecordError(
-                f"entry {index} {_preview(entry.encode())} is not KEY=VALUE "
-                "(env -0 format expected)"
-            )
-        env.setdefault(name, value)
+    # dict() of the reversed pairs keeps the first value of a repeated name; it refuses an
+    # entry without "=" (a pair of one), and an entry "=value" shows up as the name "".
+    pairs = [entry.split("=", 1) for entry in data[:-1].decode("utf-8", "replace").split("\0")]
+    try:
+        env = dict(reversed(pairs))
+    except ValueError:
+        env = {"": ""}
+    if "" in env:
+        index, entry = next((i, "=".join(pair)) for i, pair in enumerate(pairs, start=1)
+                            if len(pair) != 2 or not pair[0])
+        raise RecordError(
+            f"entry {index} {_preview(entry.encode())} is not KEY=VALUE "
+            "(env -0 format expected)"
+        )
     return env
 
 
@@ -647,9 +653,12 @@ def _int(env: Mapping[str, str], name: str, *, default: int | None = None) -> in
         if default is None:
             raise RecordError(f"{name} is missing: expected a non-negative integer")
         return default
-    if not _DIGITS.fullmatch(value) or int(value) > _INT64_MAX:
+    # isascii() first: str.isdigit() alone also takes digits of other scripts.
+    if not (value.isascii() and value.isdigit() and len(value) <= 19) or (
+        number := int(value)
+    ) > _INT64_MAX:
         raise RecordError(f"{name}={_show(value)}: expected a non-negative integer")
-    return int(value)
+    return number
 
 
 def _job_id(env: Mapping[str, str], name: str) -> int:
@@ -675,10 +684,19 @@ def _time(epoch: int, name: str) -> str | UnsetType:
     """UTC 'YYYY-MM-DDTHH:MM:SS', or unset for 0/NO_VAL/INFINITE (Slurm omits those)."""
     if epoch in (0, NO_VAL, INFINITE):
         return UNSET
+    day, second = divmod(epoch, 86400)
     try:
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
+        date = _date_of(day)
     except (OverflowError, OSError, ValueError):
         raise RecordError(f"{name}={epoch}: not a representable epoch time") from None
+    return f"{date}{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}"
+
+
+@functools.lru_cache(maxsize=64)
+def _date_of(day: int) -> str:
+    """'YYYY-MM-DDT' of a day since the epoch. The jobs of a batch end on a few days, so
+    formatting each day once spares strftime and gmtime on every time of every record."""
+    return time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
 
 
 def _finish_start(start: int, end: int, name: str) -> str | UnsetType:
@@ -781,6 +799,15 @@ _IDENTITY_KEYS = (
     "het_job_offset",
 )
 _ID_VERSION = "jobcompd-id/1"
+#: (JSON key, JobRecord attribute) of the identity keys: read straight off the struct, which
+#: gives what msgspec.to_builtins would (strings, ints, None; UNSET left out) at a fraction of
+#: the cost of converting the whole record.
+_IDENTITY_ATTRS = tuple(
+    (f.encode_name, f.name)
+    for key in _IDENTITY_KEYS
+    for f in msgspec.structs.fields(JobRecord)
+    if f.encode_name == key
+)
 
 
 def record_id(cluster: str, event: str, rec: JobRecord, *, restart_count: int | None = None) -> str:
@@ -793,7 +820,9 @@ def record_id(cluster: str, event: str, rec: JobRecord, *, restart_count: int | 
     job id reused after wrap-around apart, at the price of a new id when slurmctld re-runs
     the same prolog after a restart.
     """
-    return _digest(cluster, event, msgspec.to_builtins(rec), restart_count)
+    fields = {key: value for key, attr in _IDENTITY_ATTRS
+              if (value := getattr(rec, attr)) is not UNSET}
+    return _digest(cluster, event, fields, restart_count)
 
 
 def _digest(cluster: str, event: str, fields: Mapping[str, Any], restart_count: int | None) -> str:

@@ -123,6 +123,17 @@ def test_runs_under_dash_and_bash_and_adds_no_shell_variables(
         assert dump == env  # no PWD, SHLVL, _ or PATH of the shell's own
 
 
+def test_its_own_time_replaces_one_already_in_the_environment(spool: Path,
+                                                              tmp_path: Path) -> None:
+    env = slurm_env("end-1.env")
+    done = run_hook({**env, b"JOBCOMPD_HOOK_TIME": b"1"}, "-d", str(spool), "-t", str(NS),
+                    cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [fname] = new_files(spool)
+    assert parse_dump((spool / "new" / fname).read_bytes()) == {
+        **env, b"JOBCOMPD_HOOK_TIME": b"1795618456"}
+
+
 def test_is_a_posix_sh_script() -> None:
     assert HOOK.read_bytes().startswith(b"#!/bin/sh\n")
     assert os.access(HOOK, os.X_OK)
@@ -181,8 +192,9 @@ def test_an_entry_planted_under_its_name_is_left_alone(spool: Path, tmp_path: Pa
     after = os.lstat(planted)
     assert (after.st_ino, after.st_mode, after.st_size) == (before.st_ino, before.st_mode,
                                                             before.st_size)
-    # the record went to the next nanosecond, which keeps its place in the order
-    fname = f"{NS + 1}.4.end.env"
+    # A name taken in new/ sends the record to the next nanosecond, which keeps its place in
+    # the order; tmp/ names carry no time stamp, so an entry there is simply not in the way.
+    fname = f"{NS + 1 if subdir == 'new' else NS}.4.end.env"
     assert parse_dump((spool / "new" / fname).read_bytes())[b"JOBID"] == b"4"
     assert sorted(os.listdir(spool / "tmp")) == ([taken] if subdir == "tmp" else [])
 

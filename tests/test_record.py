@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from msgspec import UNSET
 
 from jobcompd.record import (
     EVENT_END,
@@ -799,3 +801,35 @@ def test_any_env_gives_a_valid_message_or_record_error(base, changes, dropped):
     decoded = msgspec.json.decode(record.value, type=JobRecord)  # valid JSON, valid model
     assert decoded.jobid == record.job_id
     assert b"/" not in record.value.replace(b"\\/", b"")
+
+
+# ---------------------------------------------------------------------------------------
+# Record ids: consumers deduplicate on them, so they must never change for the same event
+
+
+def _fixture_ids() -> dict[str, str]:
+    ids = {}
+    for path in ENV_FIXTURES:
+        ids[path.name] = parse_record(path.read_bytes(), "env", cluster=CLUSTER).record_id
+    for path in HANDMADE_FILES:
+        hint = "start" if "start" in path.stem else "end"
+        ids[f"handmade/{path.name}"] = parse_record(
+            path.read_bytes(), path.suffix[1:], cluster=CLUSTER, event_hint=hint
+        ).record_id
+    return ids
+
+
+def test_record_ids_stay_what_jobcompd_id_1_gave():
+    """expected-ids.json holds the ids of every fixture as the first release computed them
+    (from msgspec.to_builtins of the whole record); a faster way must give the same."""
+    assert _fixture_ids() == json.loads((DATA / "expected-ids.json").read_bytes())
+
+
+@given(st.integers(min_value=-(2**40), max_value=253402300799))
+def test_times_print_as_strftime_of_gmtime(epoch: int):
+    """Times are formatted from a per-day cache; they must read as strftime would print them."""
+    from jobcompd import record as record_module
+
+    expected = (UNSET if epoch in (0, 0xFFFFFFFE, 0xFFFFFFFF)
+                else time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)))
+    assert record_module._time(epoch, "END") == expected
