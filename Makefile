@@ -12,7 +12,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	&& { command -v $$p; break; }; done)
 PYTEST_ARGS ?= -n 2
 
-.PHONY: all run test lint bench soak sysdeps venv clean
+.PHONY: all run test lint bench soak sysdeps venv clean hook
 
 all: test
 
@@ -61,5 +61,13 @@ soak: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m bench
 
+# The compiled spool hook (optional): the same contract as jobcompd/jobcompd-spool, in one
+# process instead of six (README, "The compiled hook"). The tests build their own copy.
+CC ?= cc
+hook: .build/jobcompd-spool
+.build/jobcompd-spool: jobcompd/hook/jobcompd-spool.c
+	@mkdir -p .build
+	$(CC) -O2 -Wall -Wextra -std=c11 -D_GNU_SOURCE -o $@ $<
+
 clean:
-	rm -rf $(VENV) .run build *.egg-info
+	rm -rf $(VENV) .run build .build *.egg-info

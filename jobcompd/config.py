@@ -703,7 +703,13 @@ def load(path: str | Path) -> Config:
         return entry.value if entry is not None else None
 
     slurm_conf_path = _resolve(v, base) if (v := get("SlurmConf")) else None
-    slurm = _read_slurm_conf(slurm_conf_path) if slurm_conf_path else None
+    slurm = None
+    if slurm_conf_path:
+        try:
+            slurm = _read_slurm_conf(slurm_conf_path)
+        except ConfigError as e:
+            # Name the line that pointed there too: the fix may be in either file.
+            raise ConfigError(f"{e} (set by {where('SlurmConf')})") from None
 
     cluster_value = get("ClusterName")
     if cluster_value is not None:

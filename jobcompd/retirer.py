@@ -1,13 +1,18 @@
 """Removing acknowledged spool files, off the main loop.
 
 An unlink costs a system call that the main loop does not need to wait for: once Kafka has
-acknowledged a record, when its file disappears changes nothing but disk usage. So the main loop
-hands names to a thread of their own and carries on reading and producing; the thread reports
-each name back once it is gone.
+acknowledged a record, when its file disappears changes nothing but disk usage. And on a disk
+file system it is the dearest step of a record: freeing a written-back file's blocks costs the
+kernel more than reading and parsing it (bench/: about 170 us against 60 us on ext4). So the
+main loop collects the names of a round of delivery reports and hands them over as one batch;
+threads of their own unlink them, relative to one descriptor of new/ per batch, and report each
+batch back once it is gone. Two threads, because unlinks in one directory overlap in part in
+the kernel (on ext4, 5,700/s with one thread and 7,700/s with two, measured here).
 
-Until then the name stays in ``pending``, which intake consults: a rescan or a late inotify event
-must not take an acknowledged file for a new one and send it again. A crash before the unlink
-only means the file is sent once more after restart, a duplicate the durability contract allows.
+Until then the names stay in ``pending``, which intake consults: a rescan or a late inotify
+event must not take an acknowledged file for a new one and send it again. A crash before the
+unlink only means the file is sent once more after restart, a duplicate the durability
+contract allows.
 """
 
 from __future__ import annotations
@@ -21,47 +26,63 @@ from jobcompd.spool import Spool
 
 log = structlog.get_logger("jobcompd.retirer")
 
+#: Unlinking threads.
+THREADS = 2
+
 
 class Retirer:
-    """Unlinks acknowledged files of ``new/`` on a background thread."""
+    """Unlinks acknowledged files of ``new/`` on background threads, in batches."""
 
-    def __init__(self, spool: Spool) -> None:
+    def __init__(self, spool: Spool, threads: int = THREADS) -> None:
         self._spool = spool
-        self._todo: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._done: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._threads_wanted = threads
+        self._todo: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
+        self._batch: list[str] = []
         #: names handed over and not yet reported gone (main thread only).
         self.pending: set[str] = set()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="jobcompd-retirer", daemon=True)
-        self._thread.start()
+        for i in range(self._threads_wanted):
+            thread = threading.Thread(target=self._run, name=f"jobcompd-retirer-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def retire(self, name: str) -> None:
+        """Queue one name; it is handed to the threads at the next ``collect``."""
         self.pending.add(name)
-        self._todo.put(name)
+        self._batch.append(name)
 
     def collect(self) -> None:
-        """Forget the names the thread has removed (called by the main loop)."""
+        """Hand over the names retired since the last call, and forget the names the threads
+        have removed (called by the main loop, once per round)."""
+        if self._batch:
+            self._todo.put(self._batch)
+            self._batch = []
         try:
             while True:
-                self.pending.discard(self._done.get_nowait())
+                self.pending.difference_update(self._done.get_nowait())
         except queue.Empty:
             pass
 
     def stop(self) -> None:
-        """Finish every unlink handed over so far, then end the thread."""
-        if self._thread is not None:
+        """Finish every unlink handed over so far, then end the threads."""
+        if self._batch and not self._threads:
+            self._spool.retire_all(self._batch)  # never started: unlink here
+            self._done.put(self._batch)
+            self._batch = []
+        self.collect()
+        for _ in self._threads:
             self._todo.put(None)
-            self._thread.join()
-            self._thread = None
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
         self.collect()
 
     def _run(self) -> None:
-        while (name := self._todo.get()) is not None:
-            try:
-                self._spool.retire(name)
-            except OSError as e:
+        while (names := self._todo.get()) is not None:
+            for name, error in self._spool.retire_all(names):
                 # The record is delivered; a file left behind is sent again at a later start.
-                log.error("retire_failed", file=name, error=str(e))
-            self._done.put(name)
+                log.error("retire_failed", file=name, error=str(error))
+            self._done.put(names)

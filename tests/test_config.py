@@ -294,6 +294,13 @@ def test_cluster_name_and_slurm_user_from_slurm_conf(tmp_path: Path) -> None:
     assert cfg.warnings == ()
 
 
+def test_a_bad_slurm_conf_names_both_files(tmp_path: Path) -> None:
+    path = write(tmp_path, "SlurmConf=/\n", head="")
+    assert error_of(path) == (
+        f"/: slurm.conf (SlurmConf) is not a regular file (set by {path}:2: SlurmConf)"
+    )
+
+
 def test_slurm_conf_syntax(tmp_path: Path) -> None:
     (tmp_path / "slurm.conf").write_text(
         "# ClusterName=commented\n"

@@ -1,13 +1,23 @@
 """The jobcompd-spool hook, exec'd the way slurmctld does: no shell, no arguments (or just the
-spool option), exactly the environment Slurm builds, stdin on /dev/null."""
+spool option), exactly the environment Slurm builds, stdin on /dev/null.
+
+Every behaviour test runs against both hooks -- the POSIX sh script and the compiled C program
+(jobcompd/hook/jobcompd-spool.c, built once per session with cc) -- since either may be the one
+slurm.conf points at."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import re
 import resource
 import shutil
+import signal
+import socket
 import stat
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +25,10 @@ import pytest
 
 from jobcompd.spool import parse_name
 
-HOOK = Path(__file__).resolve().parents[1] / "jobcompd" / "jobcompd-spool"
+ROOT = Path(__file__).resolve().parents[1]
+SH_HOOK = ROOT / "jobcompd" / "jobcompd-spool"
+C_SOURCE = ROOT / "jobcompd" / "hook" / "jobcompd-spool.c"
+CFLAGS = ["-O2", "-Wall", "-Wextra", "-std=c11", "-D_GNU_SOURCE"]
 DATA = Path(__file__).parent / "data" / "hook"
 NS = 1795618456123456789
 
@@ -46,9 +59,26 @@ def spool(tmp_path: Path) -> Path:
     return root
 
 
-def run_hook(env: Env, *args: str, cwd: Path, shell: list[str] | None = None,
+@pytest.fixture(scope="session")
+def c_hook(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The C hook, compiled the way the README says; any compiler warning fails the build."""
+    cc = shutil.which("cc")
+    assert cc is not None, "no C compiler (cc): run `make sysdeps`"
+    out = tmp_path_factory.mktemp("hook") / "jobcompd-spool"
+    done = subprocess.run([cc, *CFLAGS, "-Werror", "-o", str(out), str(C_SOURCE)],
+                          capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0 and done.stderr == b"", done.stderr.decode()
+    return out
+
+
+@pytest.fixture(params=["sh", "c"])
+def hook(request: pytest.FixtureRequest) -> Path:
+    return SH_HOOK if request.param == "sh" else request.getfixturevalue("c_hook")
+
+
+def run_hook(hook: Path, env: Env, *args: str, cwd: Path, shell: list[str] | None = None,
              **kwargs) -> subprocess.CompletedProcess[bytes]:
-    argv = [*(shell or []), str(HOOK), *args]
+    argv = [*(shell or []), str(hook), *args]
     return subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                           capture_output=True, timeout=30, check=False, **kwargs)
 
@@ -69,10 +99,10 @@ FIXTURES = [
 
 
 @pytest.mark.parametrize(("fixture", "job_id", "event"), FIXTURES)
-def test_records_the_environment_slurm_gave(spool: Path, tmp_path: Path, fixture: str,
-                                            job_id: int, event: str) -> None:
+def test_records_the_environment_slurm_gave(hook: Path, spool: Path, tmp_path: Path,
+                                            fixture: str, job_id: int, event: str) -> None:
     env = slurm_env(fixture)
-    done = run_hook(env, "-d", str(spool), "-t", str(NS), cwd=tmp_path)
+    done = run_hook(hook, env, "-d", str(spool), "-t", str(NS), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stderr == b""
     fname = f"{NS}.{job_id}.{event}.env"
@@ -84,9 +114,10 @@ def test_records_the_environment_slurm_gave(spool: Path, tmp_path: Path, fixture
     assert os.listdir(spool / "tmp") == []
 
 
-def test_uses_the_clock_and_records_the_hook_time(spool: Path, tmp_path: Path) -> None:
+def test_uses_the_clock_and_records_the_hook_time(hook: Path, spool: Path,
+                                                  tmp_path: Path) -> None:
     before = time.time_ns()
-    done = run_hook(slurm_env("end-1.env"), "-d", str(spool), cwd=tmp_path)
+    done = run_hook(hook, slurm_env("end-1.env"), "-d", str(spool), cwd=tmp_path)
     after = time.time_ns()
     assert done.returncode == 0, done.stderr
     [fname] = new_files(spool)
@@ -98,9 +129,9 @@ def test_uses_the_clock_and_records_the_hook_time(spool: Path, tmp_path: Path) -
 
 
 def test_takes_the_spool_from_the_environment_and_keeps_it_out_of_the_dump(
-        spool: Path, tmp_path: Path) -> None:
+        hook: Path, spool: Path, tmp_path: Path) -> None:
     env = slurm_env("start-1.env")
-    done = run_hook({**env, b"JOBCOMPD_SPOOL": str(spool).encode()}, "-t", str(NS),
+    done = run_hook(hook, {**env, b"JOBCOMPD_SPOOL": str(spool).encode()}, "-t", str(NS),
                     cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert new_files(spool) == [f"{NS}.1.start.env"]
@@ -115,7 +146,7 @@ def test_runs_under_dash_and_bash_and_adds_no_shell_variables(
         pytest.skip(f"{shell[0]} is not installed")
     for fixture in ("end-10.env", "start-17.env"):  # one with PATH, one without
         env = slurm_env(fixture)
-        done = run_hook(env, "-d", str(spool), cwd=tmp_path, shell=shell)
+        done = run_hook(SH_HOOK, env, "-d", str(spool), cwd=tmp_path, shell=shell)
         assert done.returncode == 0, done.stderr
         newest = new_files(spool)[-1]
         dump = parse_dump((spool / "new" / newest).read_bytes())
@@ -123,10 +154,10 @@ def test_runs_under_dash_and_bash_and_adds_no_shell_variables(
         assert dump == env  # no PWD, SHLVL, _ or PATH of the shell's own
 
 
-def test_its_own_time_replaces_one_already_in_the_environment(spool: Path,
+def test_its_own_time_replaces_one_already_in_the_environment(hook: Path, spool: Path,
                                                               tmp_path: Path) -> None:
     env = slurm_env("end-1.env")
-    done = run_hook({**env, b"JOBCOMPD_HOOK_TIME": b"1"}, "-d", str(spool), "-t", str(NS),
+    done = run_hook(hook, {**env, b"JOBCOMPD_HOOK_TIME": b"1"}, "-d", str(spool), "-t", str(NS),
                     cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     [fname] = new_files(spool)
@@ -135,19 +166,19 @@ def test_its_own_time_replaces_one_already_in_the_environment(spool: Path,
 
 
 def test_is_a_posix_sh_script() -> None:
-    assert HOOK.read_bytes().startswith(b"#!/bin/sh\n")
-    assert os.access(HOOK, os.X_OK)
+    assert SH_HOOK.read_bytes().startswith(b"#!/bin/sh\n")
+    assert os.access(SH_HOOK, os.X_OK)
     for shell in ("dash", "bash"):
         if shutil.which(shell):
-            subprocess.run([shell, "-n", str(HOOK)], check=True, timeout=30)
+            subprocess.run([shell, "-n", str(SH_HOOK)], check=True, timeout=30)
 
 
-def test_names_sort_in_submission_order(spool: Path, tmp_path: Path) -> None:
+def test_names_sort_in_submission_order(hook: Path, spool: Path, tmp_path: Path) -> None:
     base = slurm_env("end-1.env")
     submitted = []
     for i in range(20):
         job_id = 1000 - i  # job ids against the order, so only the time stamp can sort them
-        done = run_hook({**base, b"JOBID": str(job_id).encode()}, "-d", str(spool),
+        done = run_hook(hook, {**base, b"JOBID": str(job_id).encode()}, "-d", str(spool),
                         cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         submitted.append(job_id)
@@ -175,7 +206,7 @@ def plant(where: Path, kind: str, victim: Path) -> None:
 @pytest.mark.parametrize("subdir", ["tmp", "new"])
 @pytest.mark.parametrize(
     "kind", ["symlink-to-file", "symlink-to-fifo", "dangling-symlink", "directory", "regular-file"])
-def test_an_entry_planted_under_its_name_is_left_alone(spool: Path, tmp_path: Path,
+def test_an_entry_planted_under_its_name_is_left_alone(hook: Path, spool: Path, tmp_path: Path,
                                                        subdir: str, kind: str) -> None:
     victim = tmp_path / "victim"
     victim.write_bytes(b"untouched")
@@ -185,7 +216,7 @@ def test_an_entry_planted_under_its_name_is_left_alone(spool: Path, tmp_path: Pa
     before = os.lstat(planted)
     env = slurm_env("end-1.env")
     env[b"JOBID"] = b"4"
-    done = run_hook(env, "-d", str(spool), "-t", str(NS), cwd=tmp_path)
+    done = run_hook(hook, env, "-d", str(spool), "-t", str(NS), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert victim.read_bytes() == b"untouched"
     assert not victim.with_name("does-not-exist").exists()
@@ -204,10 +235,10 @@ def test_an_entry_planted_under_its_name_is_left_alone(spool: Path, tmp_path: Pa
 
 @pytest.mark.parametrize(("fixture", "prolog"), [
     ("start-1.env", True), ("end-1.env", False), ("epilog-1.env", False)])
-def test_a_missing_spool_fails_except_in_the_prolog(tmp_path: Path, fixture: str,
+def test_a_missing_spool_fails_except_in_the_prolog(hook: Path, tmp_path: Path, fixture: str,
                                                      prolog: bool) -> None:
     missing = tmp_path / "no-spool"
-    done = run_hook(slurm_env(fixture), "-d", str(missing), cwd=tmp_path)
+    done = run_hook(hook, slurm_env(fixture), "-d", str(missing), cwd=tmp_path)
     assert (done.returncode == 0) is prolog
     assert done.returncode in (0, 73)
     assert str(missing).encode() in done.stderr
@@ -215,9 +246,9 @@ def test_a_missing_spool_fails_except_in_the_prolog(tmp_path: Path, fixture: str
     assert not missing.exists()
 
 
-def test_a_spool_without_tmp_fails(spool: Path, tmp_path: Path) -> None:
+def test_a_spool_without_tmp_fails(hook: Path, spool: Path, tmp_path: Path) -> None:
     (spool / "tmp").rmdir()
-    done = run_hook(slurm_env("end-1.env"), "-d", str(spool), cwd=tmp_path)
+    done = run_hook(hook, slurm_env("end-1.env"), "-d", str(spool), cwd=tmp_path)
     assert done.returncode != 0
     assert b"no tmp/ or new/" in done.stderr
     assert new_files(spool) == []
@@ -233,14 +264,15 @@ def test_a_spool_without_tmp_fails(spool: Path, tmp_path: Path) -> None:
     ("start-1.env", b"SLURM_JOB_ID", None),
     ("start-1.env", b"SLURM_JOB_ID", b""),
 ])
-def test_a_missing_or_bad_job_id_records_nothing(spool: Path, tmp_path: Path, fixture: str,
-                                                 variable: bytes, value: bytes | None) -> None:
+def test_a_missing_or_bad_job_id_records_nothing(hook: Path, spool: Path, tmp_path: Path,
+                                                 fixture: str, variable: bytes,
+                                                 value: bytes | None) -> None:
     env = slurm_env(fixture)
     if value is None:
         del env[variable]
     else:
         env[variable] = value
-    done = run_hook(env, "-d", str(spool), cwd=tmp_path)
+    done = run_hook(hook, env, "-d", str(spool), cwd=tmp_path)
     prolog = fixture.startswith("start-")
     assert done.returncode == (0 if prolog else 65)
     assert variable in done.stderr and b"nothing recorded" in done.stderr
@@ -248,11 +280,11 @@ def test_a_missing_or_bad_job_id_records_nothing(spool: Path, tmp_path: Path, fi
 
 
 @pytest.mark.parametrize(("context", "status"), [("prolog_slurmd", 0), ("epilog_slurmd", 64)])
-def test_an_unknown_script_context_is_refused(spool: Path, tmp_path: Path, context: str,
-                                              status: int) -> None:
+def test_an_unknown_script_context_is_refused(hook: Path, spool: Path, tmp_path: Path,
+                                              context: str, status: int) -> None:
     env = slurm_env("epilog-1.env")
     env[b"SLURM_SCRIPT_CONTEXT"] = context.encode()
-    done = run_hook(env, "-d", str(spool), cwd=tmp_path)
+    done = run_hook(hook, env, "-d", str(spool), cwd=tmp_path)
     assert done.returncode == status
     assert context.encode() in done.stderr
     assert new_files(spool) == []
@@ -264,24 +296,247 @@ def limit_file_size() -> None:
 
 
 @pytest.mark.parametrize(("fixture", "prolog"), [("start-1.env", True), ("end-1.env", False)])
-def test_a_failed_write_leaves_nothing_behind(spool: Path, tmp_path: Path, fixture: str,
-                                              prolog: bool) -> None:
-    done = run_hook(slurm_env(fixture), "-d", str(spool), cwd=tmp_path,
+def test_a_failed_write_leaves_nothing_behind(hook: Path, spool: Path, tmp_path: Path,
+                                              fixture: str, prolog: bool) -> None:
+    done = run_hook(hook, slurm_env(fixture), "-d", str(spool), cwd=tmp_path,
                     preexec_fn=limit_file_size)
-    assert (done.returncode == 0) is prolog
-    assert b"cannot write" in done.stderr
+    event = "start" if prolog else "end"
+    assert done.returncode == (0 if prolog else 74)
+    # The sh hook's env adds a line of its own before; the hook's line is last in both.
+    last = done.stderr.splitlines()[-1]
+    assert re.fullmatch(rb"jobcompd-spool: cannot write %s/tmp/1\.%s\.\d+\.0 \(disk full\?\)"
+                        rb"(: File too large)?; job 1 %s not recorded"
+                        % (re.escape(bytes(spool)), event.encode(), event.encode()), last), last
     assert os.listdir(spool / "tmp") == [] and new_files(spool) == []
 
 
-def test_help_and_usage_errors(spool: Path, tmp_path: Path) -> None:
-    done = run_hook({}, "--help", cwd=tmp_path)
+def test_help_and_usage_errors(hook: Path, spool: Path, tmp_path: Path) -> None:
+    done = run_hook(hook, {}, "--help", cwd=tmp_path)
     assert done.returncode == 0
     assert done.stdout.startswith(b"usage: jobcompd-spool")
     assert b"PrologSlurmctld" in done.stdout
-    done = run_hook(slurm_env("end-1.env"), "--bogus", cwd=tmp_path)
+    done = run_hook(hook, slurm_env("end-1.env"), "--bogus", cwd=tmp_path)
     assert done.returncode == 64
     assert b"unknown argument '--bogus'" in done.stderr
-    done = run_hook(slurm_env("end-1.env"), "-d", str(spool), "-t", "123", cwd=tmp_path)
+    done = run_hook(hook, slurm_env("end-1.env"), "-d", str(spool), "-t", "123", cwd=tmp_path)
     assert done.returncode == 64
     assert b"19 digits" in done.stderr
     assert new_files(spool) == []
+
+
+@pytest.mark.parametrize(("fixture", "status"), [("start-1.env", 0), ("end-1.env", 75)])
+def test_a_signal_before_the_record_is_in_new_records_nothing(
+        hook: Path, spool: Path, tmp_path: Path, fixture: str, status: int) -> None:
+    def term_pending() -> None:  # blocked and pending across the exec: seen at the first step
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    done = run_hook(hook, slurm_env(fixture), "-d", str(spool), cwd=tmp_path,
+                    preexec_fn=term_pending)
+    assert done.returncode == status
+    assert done.stderr == b"jobcompd-spool: interrupted by a signal; job 1 not recorded\n"
+    assert os.listdir(spool / "tmp") == [] and new_files(spool) == []
+
+
+# -- read-only and full spools, in a mount namespace of the hook's own -----------------------
+
+CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
+
+
+def _libc_call(name: str, *args: object) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if getattr(libc, name)(*args) != 0:
+        raise OSError(ctypes.get_errno(), f"{name}: {os.strerror(ctypes.get_errno())}")
+
+
+def _private_mounts() -> None:
+    """Child set-up: a mount namespace of its own (in a user namespace unless root), so that
+    what it mounts is seen by the hook only. Root bypasses permission bits: a read-only or
+    full file system is the only way to refuse it a write."""
+    uid, gid = os.geteuid(), os.getegid()
+    _libc_call("unshare", CLONE_NEWNS | (CLONE_NEWUSER if uid != 0 else 0))
+    if uid != 0:
+        for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"),
+                           ("gid_map", f"0 {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    _libc_call("mount", b"none", b"/", None, MS_REC | MS_PRIVATE, None)
+
+
+def read_only(spool: Path):
+    def setup() -> None:
+        _private_mounts()
+        path = bytes(spool)
+        _libc_call("mount", path, path, None, MS_BIND, None)
+        _libc_call("mount", None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)
+    return setup
+
+
+def full(spool: Path):
+    def setup() -> None:
+        _private_mounts()
+        _libc_call("mount", b"tmpfs", bytes(spool), b"tmpfs", 0, b"size=4k,mode=0700")
+        for sub in ("tmp", "new"):
+            (spool / sub).mkdir()
+        (spool / "filler").write_bytes(b"x" * 4096)  # the one page the file system has
+    return setup
+
+
+@pytest.fixture(scope="session")
+def mount_namespaces() -> None:
+    """Skip where the hook cannot get a mount namespace (a container without the rights)."""
+    probe = subprocess.run([sys.executable, "-c", "import sys; sys.exit(0)"],
+                           preexec_fn=_private_mounts, capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip("no mount namespace for a read-only or full spool (unshare refused)")
+
+
+@pytest.mark.usefixtures("mount_namespaces")
+@pytest.mark.parametrize(("fixture", "status"), [("start-1.env", 0), ("end-1.env", 73)])
+def test_a_read_only_spool_fails_with_the_reason(hook: Path, spool: Path, tmp_path: Path,
+                                                 fixture: str, status: int) -> None:
+    event = "start" if status == 0 else "end"
+    done = run_hook(hook, slurm_env(fixture), "-d", str(spool), cwd=tmp_path,
+                    preexec_fn=read_only(spool))
+    assert done.returncode == status
+    # The sh hook tries five names (its shell reports each); the C one stops at the first
+    # error that is not "exists" and gives the reason. Same line shape otherwise.
+    last = done.stderr.splitlines()[-1]
+    assert re.fullmatch(rb"jobcompd-spool: cannot create a file in %s/tmp \(last tried "
+                        rb"%s/tmp/1\.%s\.\d+\.\d\)(: Read-only file system)?; job 1 %s not "
+                        rb"recorded" % (re.escape(bytes(spool)), re.escape(bytes(spool)),
+                                        event.encode(), event.encode()), last), last
+    assert os.listdir(spool / "tmp") == [] and new_files(spool) == []
+
+
+@pytest.mark.usefixtures("mount_namespaces")
+def test_a_full_spool_fails_with_the_reason(hook: Path, spool: Path, tmp_path: Path) -> None:
+    done = run_hook(hook, slurm_env("end-1.env"), "-d", str(spool), cwd=tmp_path,
+                    preexec_fn=full(spool))
+    assert done.returncode == 74
+    last = done.stderr.splitlines()[-1]
+    assert re.fullmatch(rb"jobcompd-spool: cannot write %s/tmp/1\.end\.\d+\.0 \(disk full\?\)"
+                        rb"(: No space left on device)?; job 1 end not recorded"
+                        % re.escape(bytes(spool)), last), last
+
+
+def with_dev_log(socket_path: Path, old_dev: Path):
+    """Child set-up: /dev/log is ``socket_path`` (a fresh /dev holding only log and null), so
+    the test hears what the hook sends to syslog."""
+    def setup() -> None:
+        _private_mounts()
+        _libc_call("mount", b"/dev", bytes(old_dev), None, MS_BIND | MS_REC, None)
+        _libc_call("mount", b"tmpfs", b"/dev", b"tmpfs", 0, b"mode=0755")
+        Path("/dev/null").touch()
+        _libc_call("mount", bytes(old_dev / "null"), b"/dev/null", None, MS_BIND, None)
+        os.symlink(socket_path, "/dev/log")
+    return setup
+
+
+@pytest.mark.usefixtures("mount_namespaces")
+@pytest.mark.parametrize("fixture", ["start-1.env", "end-1.env"])
+def test_a_failure_goes_to_syslog_as_daemon_err(hook: Path, tmp_path: Path,
+                                                fixture: str) -> None:
+    old_dev = tmp_path / "old-dev"
+    old_dev.mkdir()
+    with tempfile.TemporaryDirectory(prefix="log", dir="/tmp") as short:  # sun_path <= 107
+        path = Path(short) / "log"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(str(path))
+            sock.settimeout(10)
+            done = run_hook(hook, slurm_env(fixture), "-d", str(tmp_path / "none"), cwd=tmp_path,
+                            preexec_fn=with_dev_log(path, old_dev))
+            assert done.returncode == (0 if fixture.startswith("start") else 73), done.stderr
+            message = sock.recv(65536)
+    # <27>: facility daemon (3) * 8 + severity err (3); then the tag and the stderr text.
+    assert message.startswith(b"<27>"), message
+    assert re.search(rb" jobcompd-spool: spool \S+/none has no tmp/ or new/ directory", message)
+    assert done.stderr.splitlines()[-1].split(b": ", 1)[1] in message
+
+
+# -- the C hook against the sh hook ---------------------------------------------------------
+
+TRICKY: Env = {
+    b"NEWLINES": b"first\nsecond\n",
+    b"EQUALS": b"a=b==c=",
+    b"NOT_UTF8": b"\xff\xfe\x80 latin-1 \xe9",
+    b"EMPTY": b"",
+    b"QUOTES": b"\t'\"$`\\ *?[",
+}
+
+
+def dump_of(hook: Path, env: Env | list[bytes], root: Path) -> tuple[str, bytes]:
+    """Run a hook into a fresh spool under ``root``; the name and content of its record.
+
+    ``env`` as a list is handed to execve as it is, so it may hold what a dict cannot:
+    repeated names, entries without "=". Python's subprocess cannot, so a small Python
+    child execs the hook with it."""
+    spool = root / "spool"
+    for sub in ("tmp", "new", "failed"):
+        (spool / sub).mkdir(parents=True)
+    argv = [str(hook), "-d", str(spool), "-t", str(NS)]
+    if isinstance(env, dict):
+        done = run_hook(hook, env, *argv[1:], cwd=root)
+    else:
+        done = subprocess.run([sys.executable, "-c", EXECVE, str(len(argv)), *argv, *env],
+                              env={}, cwd=root, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=30, check=False)
+    assert done.returncode == 0 and done.stderr == b"", done.stderr
+    [name] = new_files(spool)
+    return name, (spool / "new" / name).read_bytes()
+
+
+EXECVE = """
+import ctypes, os, sys
+n = int(sys.argv[1])
+argv = [os.fsencode(a) for a in sys.argv[2:2 + n]]
+envp = [os.fsencode(e) for e in sys.argv[2 + n:]]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.execve(argv[0], (ctypes.c_char_p * (n + 1))(*argv, None),
+            (ctypes.c_char_p * (len(envp) + 1))(*envp, None))
+sys.exit("execve: " + os.strerror(ctypes.get_errno()))
+"""
+
+
+def entries(dump: bytes) -> list[bytes]:
+    assert dump.endswith(b"\0")
+    return dump[:-1].split(b"\0")
+
+
+def test_the_c_dump_is_the_sh_dump_in_environ_order(c_hook: Path, tmp_path: Path) -> None:
+    env = {**slurm_env("end-10.env"), **TRICKY}
+    sh_name, sh_dump = dump_of(SH_HOOK, env, tmp_path / "sh")
+    c_name, c_dump = dump_of(c_hook, env, tmp_path / "c")
+    assert c_name == sh_name == f"{NS}.10.end.env"
+    # Byte for byte what the sh hook writes, except the order: a shell hands its children
+    # the environment in an order of its own (dash: hash order); the C hook keeps Slurm's.
+    assert sorted(entries(c_dump)) == sorted(entries(sh_dump))
+    assert c_dump == b"".join(k + b"=" + v + b"\0" for k, v in env.items()) + \
+        b"JOBCOMPD_HOOK_TIME=1795618456\0"
+
+
+def test_repeated_and_malformed_entries_are_handled_like_a_shell(c_hook: Path,
+                                                                  tmp_path: Path) -> None:
+    slurm = [k + b"=" + v for k, v in slurm_env("end-1.env").items()]
+    assert b"JOBID=1" in slurm
+    extra = [b"JOBID=99", b"NO_EQUALS_SIGN", b"=no-name", b"PWD=/somewhere", b"SHLVL=3",
+             b"_=/usr/bin/x", b"JOBCOMPD_HOOK_TIME=1", b"JOBCOMPD_SPOOL=/elsewhere",
+             b"NEWLINES=first\nsecond"]
+    sh_name, sh_dump = dump_of(SH_HOOK, slurm + extra, tmp_path / "sh")
+    c_name, c_dump = dump_of(c_hook, slurm + extra, tmp_path / "c")
+    # The last of a repeated name counts (JOBID=99), as in a shell and for the file name.
+    assert c_name == sh_name == f"{NS}.99.end.env"
+    assert sorted(entries(c_dump)) == sorted(entries(sh_dump))
+    kept = [e for e in slurm if e != b"JOBID=1"]
+    assert entries(c_dump) == [*kept, b"JOBID=99", b"NEWLINES=first\nsecond",
+                               b"JOBCOMPD_HOOK_TIME=1795618456"]
+
+
+def test_the_c_hook_keeps_names_a_shell_may_not(c_hook: Path, tmp_path: Path) -> None:
+    """dash drops entries whose name is no shell identifier, bash keeps them: the C hook hands
+    on all that have a name, in place, as bash and env(1) do."""
+    env = slurm_env("end-1.env")
+    odd = [b"SPANK-OPTION=1", b"1ST=2"]
+    _, c_dump = dump_of(c_hook, [*odd, *(k + b"=" + v for k, v in env.items())], tmp_path)
+    assert entries(c_dump)[:2] == odd
