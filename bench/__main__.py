@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 
 from bench import backlog, ceilings, drain, hook, latency, machine, shutdown, workload
-from bench.harness import Context, Row, loadavg, remove_tree
+from bench.harness import Context, Row, loadavg, remove_tree, settle
 
 #: In the order they run: ceilings first, so the drain is judged against them.
 BENCHMARKS: dict[str, ModuleType] = {
@@ -138,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in BENCHMARKS if not args.only or n in args.only]
     try:
         for name in names:
-            print(f"-- {name} ...", flush=True)
+            pressure, waited = settle()
+            calm = "n/a" if pressure is None else f"{pressure:.1f} %"
+            print(f"-- {name} (after {waited:.0f} s for the disk to settle; I/O pressure "
+                  f"{calm}) ...", flush=True)
             t0 = time.monotonic()
             load0 = loadavg()
             try:
@@ -153,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"   {row.bench}: {row.value} {row.metric}", flush=True)
             took = time.monotonic() - t0
             print(f"   ({took:.0f} s)", flush=True)
-            loads.append(f"{name} {load0} -> {loadavg()} ({took:.0f} s)")
+            loads.append(f"{name} {load0} -> {loadavg()} ({took:.0f} s, I/O pressure {calm} "
+                         "at its start)")
             rows.extend(new)
     except KeyboardInterrupt as e:
         print(f"interrupted ({e}); cleaning up", file=sys.stderr)

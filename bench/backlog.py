@@ -22,6 +22,7 @@ from bench.harness import (
     memory_kib,
     new_is_empty,
     remove_tree,
+    settle,
     stop_daemon,
 )
 
@@ -45,6 +46,7 @@ def run(ctx: Context) -> list[Row]:
         t0 = time.monotonic()
         workload.fill_new_parallel(spool, n)
         created_s = time.monotonic() - t0
+        settle()
         with broker(ctx, NAME) as tansu:
             with daemon(ctx, root, tansu) as d:
                 ready = d.wait_ready(timeout=300)

@@ -5,7 +5,9 @@ headers) with the daemon's producer settings (``Config.producer_config()``), unt
 acknowledged: what the broker and librdkafka allow;
 (b) a bare Python loop that lists, reads and unlinks the same number of spool files: what the
 file system allows a single Python thread;
-(c) the record parser alone on the same dumps (``record.parse_record``): what parsing costs.
+(c) the record parser alone on the same dumps (``record.parse_record``): what parsing costs;
+(d) unlinking the same number of files on two threads and nothing else: what removing one file
+per record costs, the one step no design that keeps one file per record can skip.
 
 (a) bounds any daemon on this broker. (b) is what one Python thread gets from the file system;
 a daemon that reads and unlinks on several threads can pass it. The drain is judged against (b).
@@ -14,13 +16,14 @@ a daemon that reads and unlinks on several threads can pass it. The drain is jud
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
 import confluent_kafka
 
 from bench import workload
-from bench.harness import Context, Row, broker, median, remove_tree, spread
+from bench.harness import Context, Row, broker, median, remove_tree, settle, spread
 from jobcompd import config as configmod
 from jobcompd import record
 from jobcompd.delivery import SCHEMA_VERSION
@@ -95,6 +98,7 @@ def read_unlink_rate(ctx: Context, n: int) -> float:
     spool = workload.make_spool(ctx.scratch("ceiling-b"))
     try:
         workload.fill_new_parallel(spool, n)
+        settle()
         new = spool / "new"
         t0 = time.perf_counter()
         for name in sorted(os.listdir(new)):
@@ -110,6 +114,37 @@ def read_unlink_rate(ctx: Context, n: int) -> float:
         remove_tree(spool)
 
 
+def unlink_rate(ctx: Context, n: int, threads: int = 2) -> float:
+    """Files per second for unlinking ``n`` spool files on ``threads`` threads and nothing
+    else, the way the daemon's retirer does (relative to a descriptor of new/): what the file
+    system allows any daemon that removes one file per record."""
+    spool = workload.make_spool(ctx.scratch("ceiling-d"))
+    try:
+        workload.fill_new_parallel(spool, n)
+        settle()
+        new = spool / "new"
+        names = sorted(os.listdir(new))
+        dir_fd = os.open(new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            def unlink(part: list[str]) -> None:
+                for name in part:
+                    os.unlink(name, dir_fd=dir_fd)
+
+            workers = [
+                threading.Thread(target=unlink, args=(names[i::threads],)) for i in range(threads)
+            ]
+            t0 = time.perf_counter()
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            return n / (time.perf_counter() - t0)
+        finally:
+            os.close(dir_fd)
+    finally:
+        remove_tree(spool)
+
+
 def parse_rate(n: int) -> float:
     dumps = [workload.dump(workload.FIRST_JOB_ID + i) for i in range(n)]
     t0 = time.perf_counter()
@@ -120,7 +155,7 @@ def parse_rate(n: int) -> float:
 
 def run(ctx: Context) -> list[Row]:
     n = count(ctx)
-    produce, files, parse = [], [], []
+    produce, files, parse, unlinks = [], [], [], []
     with broker(ctx, NAME) as tansu:
         conf = producer_config(ctx.scratch("ceiling-a"), tansu.bootstrap)
         msgs = messages(n, "bench")
@@ -129,6 +164,7 @@ def run(ctx: Context) -> list[Row]:
     for _ in range(ctx.runs):
         files.append(read_unlink_rate(ctx, n))
         parse.append(parse_rate(n))
+        unlinks.append(unlink_rate(ctx, n))
     ctx.shared["ceiling_b"] = median(files)
     ctx.shared["ceiling_b_n"] = n
     size = len(msgs[0][0])
@@ -150,5 +186,11 @@ def run(ctx: Context) -> list[Row]:
             f"records/s, {n:,} dumps",
             f"{median(parse):,.0f}",
             note=spread(parse),
+        ),
+        Row(
+            "1d. ceiling: unlink alone",
+            f"files/s, {n:,} files, 2 threads",
+            f"{median(unlinks):,.0f}",
+            note=spread(unlinks),
         ),
     ]

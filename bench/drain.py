@@ -32,6 +32,7 @@ from bench.harness import (
     memory_kib,
     new_is_empty,
     remove_tree,
+    settle,
     spread,
     stop_daemon,
     wait_until,
@@ -57,6 +58,7 @@ def drain_once(
     try:
         spool = workload.make_spool(root / "spool")
         workload.fill_new_parallel(spool, n)
+        settle()
         with daemon(ctx, root, tansu) as d:
             ready = d.wait_ready()
             cpu_at_ready = cpu_seconds(d.pid)

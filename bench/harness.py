@@ -104,6 +104,31 @@ def loadavg() -> str:
         return f.read().split()[0]
 
 
+def io_pressure() -> float | None:
+    """The share of the last 10 s in which some task waited for I/O (/proc/pressure/io), in
+    percent; None where the kernel has no PSI."""
+    try:
+        with open("/proc/pressure/io") as f:
+            first = f.readline().split()
+    except OSError:
+        return None
+    return float(dict(part.split("=") for part in first[1:])["avg10"])
+
+
+def settle(limit_pct: float = 2.0, timeout: float = 180.0) -> tuple[float | None, float]:
+    """Flush dirty data and wait until the disk is quiet: removing a benchmark's hundreds of
+    thousands of files leaves the file system trimming and writing back for minutes (ext4
+    with ``discard`` most of all), which would fall on the next benchmark. Returns the I/O
+    pressure reached and the seconds waited."""
+    t0 = time.monotonic()
+    os.sync()
+    pressure = io_pressure()
+    while pressure is not None and pressure > limit_pct and time.monotonic() - t0 < timeout:
+        time.sleep(2)
+        pressure = io_pressure()
+    return pressure, time.monotonic() - t0
+
+
 def memory_kib(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) of a process in KiB: now, and the peak since it started."""
     rss = hwm = 0

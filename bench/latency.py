@@ -1,25 +1,36 @@
 """Benchmark 3: steady latency -- records dropped at 1,000/s for 30 s, drop to acknowledgement.
 
 A record's drop time is the epoch-ns time stamp in its file name (taken just before it is
-written, as the hook does with ``date``); its arrival time is when a consumer on the same
-machine received it: later than the broker's acknowledgement by one fetch (about 5 ms at the
-median, 12 ms at p99, measured against a bare producer on this broker). The notes also give
-the latency from the moment the file appeared in new/, which leaves out the writer's fsyncs.
-Goal: p99 <= 50 ms.
+written, as the hook does with ``date``). Two views of when it was acknowledged:
 
-The 1,000/s are written by eight threads that follow the hook's protocol exactly (write in
-tmp/, fsync, rename into new/, fsync new/): the hook itself costs milliseconds of fork and exec
-per record, so 1,000 hooks/s would measure the machine's fork rate, not jobcompd. The achieved
-rate is reported; a machine that cannot fsync that fast gives fewer. A second row runs the
-real hook serially, the way slurmctld's jobcomp/script does, as fast as it goes; there the
-latency is counted from the hook's exit (the record is durable in new/).
+- the daemon's own: its ``jobcompd_delivery_latency_seconds`` histogram (name stamp to the
+  delivery report, the figure an operator alerts on), read from MetricsListen at the end. Its
+  buckets give the share acknowledged within 50 ms exactly, and p50/p99 to within a bucket;
+- a consumer's receipt on the same machine, per record: later than the acknowledgement by one
+  fetch (Tansu holds a fetch until its wait time, 20 ms here, runs out) and the consumer's own
+  scheduling, so an upper bound. The notes also give it from the moment the file appeared in
+  new/, which leaves out the writer's fsyncs.
+
+Goal: p99 <= 50 ms, judged on the daemon's histogram.
+
+The 1,000/s are written by eight threads of a separate process (so that they do not compete
+with the consumer for a GIL), following the hook's protocol exactly (write in tmp/, fsync,
+rename into new/, fsync new/): the hook itself costs milliseconds of fork and exec per record,
+so 1,000 hooks/s would measure the machine's fork rate, not jobcompd. The achieved rate is
+reported; a machine that cannot fsync that fast gives fewer. A second row runs the real hook
+serially, the way slurmctld's jobcomp/script does, as fast as it goes; there the latency is
+counted from the hook's exit (the record is durable in new/) to the consumer's receipt.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
 import os
+import re
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from bench import workload
@@ -35,6 +46,7 @@ from bench.harness import (
     remove_tree,
     stop_daemon,
 )
+from tests.broker import free_port
 from tests.support import HOOK
 
 NAME = "latency"
@@ -103,6 +115,58 @@ def hook_drops(spool: Path, seconds: float, first_job: int) -> dict[int, int]:
     return done
 
 
+def paced_drops_elsewhere(
+    spool: Path, rate: float, seconds: float, first_job: int
+) -> tuple[dict[int, int], dict[int, int]]:
+    """``paced_drops`` in a process of its own (spawned: this one has threads)."""
+    with concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        return pool.submit(paced_drops, spool, rate, seconds, first_job).result()
+
+
+def histogram(metrics_url: str) -> list[tuple[float, float]]:
+    """(upper bound in s, cumulative count) of the daemon's delivery latency histogram."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    out = []
+    for m in re.finditer(
+        r'^jobcompd_delivery_latency_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.M
+    ):
+        out.append((float(m[1]), float(m[2])))
+    if not out:
+        raise RuntimeError(f"no jobcompd_delivery_latency_seconds in {metrics_url}")
+    return out
+
+
+def histogram_delta(
+    after: list[tuple[float, float]], before: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    return [(bound, a - b) for (bound, a), (_, b) in zip(after, before, strict=True)]
+
+
+def histogram_quantile_ms(buckets: list[tuple[float, float]], q: float) -> float:
+    """The q-quantile (0..1) by linear interpolation inside its bucket, as Prometheus's
+    histogram_quantile() does, in ms."""
+    total = buckets[-1][1]
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound * 1e3
+            inside = count - lower_count
+            share = (rank - lower_count) / inside if inside else 1.0
+            return (lower_bound + (bound - lower_bound) * share) * 1e3
+        lower_bound, lower_count = bound, count
+    return float("nan")
+
+
+def share_within(buckets: list[tuple[float, float]], bound_s: float) -> float:
+    total = buckets[-1][1]
+    return next(c for b, c in buckets if b == bound_s) / total if total else float("nan")
+
+
 def latencies_ms(drops: dict[int, int], times: dict[bytes, int]) -> list[float]:
     by_job = {job_of_key(k): t for k, t in times.items()}
     return [(by_job[job] - ns) / 1e6 for job, ns in drops.items()]
@@ -134,15 +198,24 @@ def run(ctx: Context) -> list[Row]:
     root = ctx.scratch(NAME)
     spool = workload.make_spool(root / "spool")
     try:
-        with broker(ctx, NAME) as tansu, daemon(ctx, root, tansu) as d:
+        port = free_port()
+        with (
+            broker(ctx, NAME) as tansu,
+            daemon(ctx, root, tansu, extra_conf={"MetricsListen": f"127.0.0.1:{port}"}) as d,
+        ):
             d.wait_ready()
+            metrics_url = f"http://127.0.0.1:{port}/metrics"
             with arrivals(tansu.bootstrap, d.dut.topic, keep_times=True) as got:
                 workload.drop(spool, workload.FIRST_JOB_ID)  # topic and connection warm
                 got.wait_for(1, timeout=30)
+                before = histogram(metrics_url)
                 t0 = time.monotonic()
-                drops, visible = paced_drops(spool, RATE, seconds, workload.FIRST_JOB_ID + 1)
+                drops, visible = paced_drops_elsewhere(
+                    spool, RATE, seconds, workload.FIRST_JOB_ID + 1
+                )
                 achieved = len(drops) / (time.monotonic() - t0)
                 got.wait_for(1 + len(drops), timeout=120)
+                own = histogram_delta(histogram(metrics_url), before)
                 lat = latencies_ms(drops, got.times)
                 seen_lat = latencies_ms(visible, got.times)
                 t0 = time.monotonic()
@@ -153,20 +226,30 @@ def run(ctx: Context) -> list[Row]:
             stop_daemon(d)
     finally:
         remove_tree(root)
+    p99 = histogram_quantile_ms(own, 0.99)
+    within = share_within(own, GOAL_P99_MS / 1e3)
     return [
-        _row(
+        Row(
             "3. steady latency",
-            "drop-to-ack",
+            f"ms drop-to-ack p50 / p99, daemon's histogram, {achieved:,.0f}/s for {seconds:g} s",
+            f"{histogram_quantile_ms(own, 0.5):.1f} / {p99:.1f}",
+            goal=f"p99 <= {GOAL_P99_MS:g} ms",
+            met=within >= 0.99,
+            note=f"{own[-1][1]:,.0f} records, {within:.2%} within {GOAL_P99_MS:g} ms",
+        ),
+        _row(
+            "3. latency at a consumer",
+            "drop-to-receipt",
             lat,
             achieved,
             seconds,
-            goal=True,
+            goal=False,
             extra=f"from the rename into new/: p50 {median(seen_lat):.1f}, "
             f"p99 {percentile(seen_lat, 99):.1f} ms",
         ),
         _row(
             "3. latency, real hook, serial",
-            "hook-exit-to-ack",
+            "hook-exit-to-receipt",
             hook_lat,
             hook_rate,
             hook_seconds,

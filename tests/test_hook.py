@@ -338,6 +338,23 @@ def test_a_signal_before_the_record_is_in_new_records_nothing(
     assert os.listdir(spool / "tmp") == [] and new_files(spool) == []
 
 
+@pytest.mark.parametrize("fixture", ["start-1.env", "end-1.env"])
+def test_it_finishes_with_the_signal_mask_slurmscriptd_gives(
+        hook: Path, spool: Path, tmp_path: Path, fixture: str) -> None:
+    """slurmscriptd starts its scripts with SIGCHLD (and more) blocked. A shell that waits for
+    a background child then never wakes: a hook that did so hung under a real slurmctld and
+    held up every later job's record. Each run must finish, with its record in new/."""
+    def slurmscriptd_mask() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGHUP,
+                                                  signal.SIGPIPE, signal.SIGALRM})
+
+    for i in range(10):
+        done = run_hook(hook, slurm_env(fixture), "-d", str(spool), "-t", str(NS + i),
+                        cwd=tmp_path, preexec_fn=slurmscriptd_mask)
+        assert done.returncode == 0, done.stderr
+    assert len(new_files(spool)) == 10
+
+
 # -- read-only and full spools, in a mount namespace of the hook's own -----------------------
 
 CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
