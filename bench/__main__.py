@@ -140,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             pressure, waited = settle()
             calm = "n/a" if pressure is None else f"{pressure:.1f} %"
-            print(f"-- {name} (after {waited:.0f} s for the disk to settle; I/O pressure "
-                  f"{calm}) ...", flush=True)
+            print(
+                f"-- {name} (after {waited:.0f} s for the disk to settle; I/O pressure {calm}) ...",
+                flush=True,
+            )
             t0 = time.monotonic()
             load0 = loadavg()
             try:
@@ -156,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"   {row.bench}: {row.value} {row.metric}", flush=True)
             took = time.monotonic() - t0
             print(f"   ({took:.0f} s)", flush=True)
-            loads.append(f"{name} {load0} -> {loadavg()} ({took:.0f} s, I/O pressure {calm} "
-                         "at its start)")
+            loads.append(
+                f"{name} {load0} -> {loadavg()} ({took:.0f} s, I/O pressure {calm} at its start)"
+            )
             rows.extend(new)
     except KeyboardInterrupt as e:
         print(f"interrupted ({e}); cleaning up", file=sys.stderr)

@@ -126,6 +126,7 @@ def unlink_rate(ctx: Context, n: int, threads: int = 2) -> float:
         names = sorted(os.listdir(new))
         dir_fd = os.open(new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
+
             def unlink(part: list[str]) -> None:
                 for name in part:
                     os.unlink(name, dir_fd=dir_fd)

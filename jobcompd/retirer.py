@@ -5,9 +5,13 @@ acknowledged a record, when its file disappears changes nothing but disk usage. 
 file system it is the dearest step of a record: freeing a written-back file's blocks costs the
 kernel more than reading and parsing it (bench/: about 170 us against 60 us on ext4). So the
 main loop collects the names of a round of delivery reports and hands them over as one batch;
-threads of their own unlink them, relative to one descriptor of new/ per batch, and report each
-batch back once it is gone. Two threads, because unlinks in one directory overlap in part in
-the kernel (on ext4, 5,700/s with one thread and 7,700/s with two, measured here).
+a thread of its own unlinks them, relative to one descriptor of new/ per batch, and reports
+each batch back once it is gone.
+
+A second thread helps only while batches pile up (draining a backlog): unlinks in one directory
+overlap in part in the kernel (on ext4, 5,700/s with one thread and 7,700/s with two, measured
+here), but in steady operation a second unlinker only contends for new/ with the hook's renames
+and the daemon's reads, and the measured latency was worse with it (bench/, "steady latency").
 
 Until then the names stay in ``pending``, which intake consults: a rescan or a late inotify
 event must not take an acknowledged file for a new one and send it again. A crash before the
@@ -26,17 +30,19 @@ from jobcompd.spool import Spool
 
 log = structlog.get_logger("jobcompd.retirer")
 
-#: Unlinking threads.
-THREADS = 2
+#: Batches waiting for the first thread before the second one is given work.
+BACKLOG = 2
 
 
 class Retirer:
-    """Unlinks acknowledged files of ``new/`` on background threads, in batches."""
+    """Unlinks acknowledged files of ``new/`` on a background thread (two while behind), in
+    batches."""
 
-    def __init__(self, spool: Spool, threads: int = THREADS) -> None:
+    def __init__(self, spool: Spool) -> None:
         self._spool = spool
-        self._threads_wanted = threads
+        #: work of the first thread, and of the second (only while the first is behind).
         self._todo: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
+        self._extra: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
         self._batch: list[str] = []
         #: names handed over and not yet reported gone (main thread only).
@@ -44,8 +50,9 @@ class Retirer:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        for i in range(self._threads_wanted):
-            thread = threading.Thread(target=self._run, name=f"jobcompd-retirer-{i}", daemon=True)
+        for i, todo in enumerate((self._todo, self._extra)):
+            thread = threading.Thread(target=self._run, args=(todo,),
+                                      name=f"jobcompd-retirer-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -58,7 +65,8 @@ class Retirer:
         """Hand over the names retired since the last call, and forget the names the threads
         have removed (called by the main loop, once per round)."""
         if self._batch:
-            self._todo.put(self._batch)
+            behind = self._todo.qsize() >= BACKLOG
+            (self._extra if behind else self._todo).put(self._batch)
             self._batch = []
         try:
             while True:
@@ -73,15 +81,16 @@ class Retirer:
             self._done.put(self._batch)
             self._batch = []
         self.collect()
-        for _ in self._threads:
+        if self._threads:
             self._todo.put(None)
+            self._extra.put(None)
         for thread in self._threads:
             thread.join()
         self._threads = []
         self.collect()
 
-    def _run(self) -> None:
-        while (names := self._todo.get()) is not None:
+    def _run(self, todo: queue.SimpleQueue[list[str] | None]) -> None:
+        while (names := todo.get()) is not None:
             for name, error in self._spool.retire_all(names):
                 # The record is delivered; a file left behind is sent again at a later start.
                 log.error("retire_failed", file=name, error=str(error))
