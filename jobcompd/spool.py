@@ -333,20 +333,15 @@ class Spool:
 
     # -- outcome ----------------------------------------------------------------------------
 
-    def retire(self, name: str) -> None:
-        """Remove new/`name` once Kafka has acknowledged it; already gone is fine.
+    def retire_all(self, names: list[str]) -> list[tuple[str, Exception]]:
+        """Remove new/`name` of each name once Kafka has acknowledged it; already gone is fine.
 
-        No fsync of new/: if a crash undoes the unlink, the file is sent again with the same
+        new/ is opened once and each name unlinked relative to it, which spares the path walk
+        per file. Returns the names that could not be removed, with their errors.
+        No fsync of new/: if a crash undoes an unlink, the file is sent again with the same
         key and jobcompd-id header, a duplicate the durability contract allows (rule 3). A
         directory fsync per delivered record would cost a disk flush per message.
         """
-        _check_entry_name(name)
-        _unlink_quietly(self.new / name)
-
-    def retire_all(self, names: list[str]) -> list[tuple[str, Exception]]:
-        """``retire`` for many names at once: new/ is opened once and each name unlinked
-        relative to it, which spares the path walk per file. Returns the names that could
-        not be removed, with their errors (already gone is not an error)."""
         failed: list[tuple[str, Exception]] = []
         try:
             dir_fd = os.open(self.new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -245,11 +245,21 @@ def test_read_refuses_names_that_leave_new(spool: Spool) -> None:
 # -- retire and dead letters ----------------------------------------------------------------
 
 
-def test_retire_removes_the_file_and_tolerates_its_absence(spool: Spool) -> None:
+def test_retire_removes_the_files_and_tolerates_their_absence(spool: Spool) -> None:
     put(spool, name(1))
-    spool.retire(name(1))
-    assert not (spool.new / name(1)).exists()
-    spool.retire(name(1))
+    put(spool, name(2))
+    assert spool.retire_all([name(1), name(2)]) == []
+    assert not (spool.new / name(1)).exists() and not (spool.new / name(2)).exists()
+    assert spool.retire_all([name(1)]) == []
+
+
+def test_retire_reports_what_it_cannot_remove_and_goes_on(spool: Spool) -> None:
+    put(spool, name(2))
+    (spool.new / name(1)).mkdir()  # unlink() of a directory fails: EISDIR
+    failed = spool.retire_all(["../escape", name(1), name(2)])
+    assert [(n, type(e).__name__) for n, e in failed] == [
+        ("../escape", "RejectedFile"), (name(1), "IsADirectoryError")]
+    assert not (spool.new / name(2)).exists()
 
 
 def read_reason(sp: Spool, fname: str) -> dict:
