@@ -117,9 +117,6 @@ class Daemon:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.watcher = SpoolWatcher(self.spool.new, self.wake)
         self.retirer = Retirer(self.spool)
-        #: DebugFlags=JobComp: log every record's journey. Checked before building the event,
-        #: since even a filtered structlog call costs more than the rest of a record's work.
-        self._trace = config.debug_jobcomp
         self.metrics = metricsmod.Metrics()
         self.watchdog = notify.WatchdogTimer.from_env()
         self._started_at = time.time()
@@ -267,6 +264,12 @@ class Daemon:
         """Interrupt the main loop's wait; callable from any thread."""
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"w")
+
+    @property
+    def _trace(self) -> bool:
+        """DebugFlags=JobComp: log every record's journey. Checked before building the event,
+        since even a filtered structlog call costs more than the rest of a record's work."""
+        return self.config.debug_jobcomp
 
     # -- the main loop --------------------------------------------------------------------
 
@@ -677,7 +680,6 @@ class Daemon:
                       detail="the running configuration is kept")
             return
         self.config = new
-        self._trace = new.debug_jobcomp
         logmod.configure(debug=new.debug_jobcomp, log_format=new.log_format,
                          target=new.log_target)
         if new.metrics_listen != old.metrics_listen:

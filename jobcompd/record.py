@@ -641,7 +641,6 @@ def _script_context_fields(env: Mapping[str, str]) -> dict[str, Any]:
 # Value parsing helpers: each names the variable and the accepted form on error
 
 # Digit counts are bounded so that int() never meets Python's limit on long digit strings.
-_DIGITS = re.compile(r"[0-9]{1,19}")
 _EXIT_PAIR = re.compile(r"[0-9]{1,10}:[0-9]{1,10}")
 _LIMIT = re.compile(r"(?:([0-9]{1,12})-)?([0-9]{1,12}):([0-5][0-9]):([0-5][0-9])")
 _CPUS_ITEM = re.compile(r"([0-9]{1,10})(?:\(x([0-9]{1,10})\))?")

@@ -77,8 +77,7 @@ class Retirer:
     def stop(self) -> None:
         """Finish every unlink handed over so far, then end the threads."""
         if self._batch and not self._threads:
-            self._spool.retire_all(self._batch)  # never started: unlink here
-            self._done.put(self._batch)
+            self._unlink(self._batch)  # never started: unlink here
             self._batch = []
         self.collect()
         if self._threads:
@@ -91,7 +90,10 @@ class Retirer:
 
     def _run(self, todo: queue.SimpleQueue[list[str] | None]) -> None:
         while (names := todo.get()) is not None:
-            for name, error in self._spool.retire_all(names):
-                # The record is delivered; a file left behind is sent again at a later start.
-                log.error("retire_failed", file=name, error=str(error))
-            self._done.put(names)
+            self._unlink(names)
+
+    def _unlink(self, names: list[str]) -> None:
+        for name, error in self._spool.retire_all(names):
+            # The record is delivered; a file left behind is sent again at a later start.
+            log.error("retire_failed", file=name, error=str(error))
+        self._done.put(names)
