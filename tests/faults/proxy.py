@@ -8,7 +8,7 @@ import socket
 import struct
 import threading
 
-from tests.broker import free_port
+from tests.broker import free_port, wait_for
 
 
 class TcpProxy:
@@ -39,6 +39,15 @@ class TcpProxy:
                 self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
         self.sever()
+
+    def wait_connected(self, timeout: float) -> None:
+        """Wait until at least one connection goes through, so that a cut has something to cut
+        (a client that was just cut may still be backing off before it reconnects)."""
+        wait_for(self._has_connections, timeout, what="a connection through the proxy")
+
+    def _has_connections(self) -> bool:
+        with self._lock:
+            return bool(self._pairs)
 
     def sever(self) -> int:
         """Cut every open connection (a reset, no goodbye); return how many were cut."""

@@ -91,6 +91,7 @@ def test_connections_cut_by_a_proxy(tmp_path):
         try:
             for i in range(cuts):
                 stream.wait_sent(200 * (i + 1))
+                proxy.wait_connected(timeout=30)
                 proxy.sever()
                 assert_alive(dut)
         finally:
