@@ -30,7 +30,7 @@ from confluent_kafka import KafkaError, KafkaException
 from jobcompd import config as configmod
 from jobcompd import log as logmod
 from jobcompd import metrics as metricsmod
-from jobcompd import notify, record, spool, state
+from jobcompd import notify, record, segment, spool, state
 from jobcompd import status as statusmod
 from jobcompd.config import Config, ConfigError
 from jobcompd.delivery import (
@@ -46,6 +46,8 @@ from jobcompd.delivery import (
 from jobcompd.httpintake import HttpIntake, HttpIntakeError
 from jobcompd.intake import PendingQueue, SpoolWatcher, scan_into
 from jobcompd.retirer import Retirer
+from jobcompd.segment import Frame, Torn
+from jobcompd.segstore import READ_CHUNK, SegmentStore
 
 log = structlog.get_logger("jobcompd")
 
@@ -116,6 +118,10 @@ class Daemon:
         self._last_error: str | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.watcher = SpoolWatcher(self.spool.new, self.wake)
+        #: segments of seg/, and the frames read from them that are not yet in the window.
+        self.segments = SegmentStore(self.spool.seg, allowed_uids=self.spool.allowed_uids)
+        self.frames: deque[Frame] = deque()
+        self.seg_watcher = SpoolWatcher(self.spool.seg, self.wake)
         self.retirer = Retirer(self.spool)
         self.metrics = metricsmod.Metrics()
         self.watchdog = notify.WatchdogTimer.from_env()
@@ -172,6 +178,7 @@ class Daemon:
         self._install_signals()
         self.retirer.start()
         self.watcher.start()  # before the scan: a file arriving during the scan is not missed
+        self.seg_watcher.start()
         self._rescan(time.monotonic())
         log.info(
             "started",
@@ -279,6 +286,9 @@ class Daemon:
             if self._reload_requested:
                 self._reload_requested = False
                 self._reload()
+            works = self.segments.take_work()
+            if works:
+                self.retirer.retire_segments(works)
             self.retirer.collect()
             self._take_watch_events()
             if self._rescan_requested or now >= self._next_rescan or (
@@ -302,7 +312,8 @@ class Daemon:
 
     def _has_work(self) -> bool:
         room = len(self.window) < self.config.params.max_inflight
-        return bool(self.ready) or (room and bool(self.queue)) or self._stopping
+        return bool(self.ready) or self._stopping or (
+            room and (bool(self.queue) or bool(self.frames) or self.segments.more))
 
     def _idle_timeout(self, now: float) -> float:
         timeout = min(float(self.config.params.poll_interval_s or 1), self._next_rescan - now)
@@ -328,6 +339,9 @@ class Daemon:
         if overflowed:
             log.warning("inotify_overflow", detail="rescanning the spool")
             self._rescan_requested = True
+        seg_names, seg_overflowed = self.seg_watcher.take()
+        if seg_names or seg_overflowed:
+            self.segments.dirty = True
         window, retiring = self.window, self.retirer.pending
         for name in names:
             if name not in window and name not in retiring:
@@ -336,6 +350,7 @@ class Daemon:
     def _rescan(self, now: float) -> None:
         self._rescan_requested = False
         self._next_rescan = now + self.config.params.rescan_interval_s
+        self.segments.dirty = True
         try:
             # Acknowledged files still waiting for their unlink are not new ones.
             queued = scan_into(self.queue, self.spool.scan,
@@ -354,9 +369,17 @@ class Daemon:
         """
         limit = self.config.params.max_inflight
         batch: list[Message] = []
-        while (self.queue and len(self.window) < limit and len(batch) < FILL_BATCH
-               and not self.ready):
-            msg = self._read(self.queue.pop())
+        while len(self.window) < limit and len(batch) < FILL_BATCH and not self.ready:
+            if self.frames:
+                msg = self._read_frame(self.frames.popleft())
+            elif self.segments.dirty and self._read_segments():
+                continue
+            elif self.queue:
+                msg = self._read(self.queue.pop())
+            elif self.segments.more and self._read_segments():
+                continue
+            else:
+                break
             if msg is not None:
                 self.window[msg.name] = msg
                 self._count("ingested")
@@ -366,6 +389,38 @@ class Daemon:
             if not self._send(msg):  # it went back to the front of `ready`; the rest follow
                 self.ready.extend(batch[i + 1:])
                 return
+
+    def _read_segments(self) -> bool:
+        """Read the next frames from seg/ into ``frames``; False if there were none."""
+        for rejected in self.segments.refresh():
+            self._dead_letter_segment(rejected.name, rejected.reason, str(rejected))
+        try:
+            frames, torn = self.segments.read(READ_CHUNK)
+        except OSError as e:
+            log.error("segment_read_failed", path=str(self.spool.seg), error=str(e))
+            self._rescan_requested = True
+            return False
+        for t in torn:
+            self._dead_letter_torn(t)
+        self.frames.extend(frames)
+        return bool(frames)
+
+    def _read_frame(self, frame: Frame) -> Message | None:
+        """Turn one frame of a segment into a Message, as ``_read`` does a file."""
+        ref = (frame.segment, frame.offset, frame.size)
+        try:
+            meta = spool.parse_name(frame.name)
+        except spool.RejectedFile as e:  # a job id beyond Slurm's range
+            self._dead_letter_frame(ref, f"{frame.segment}.{frame.offset}.bad", frame.payload,
+                                    e.reason, f"{frame.key}: {e}", None)
+            return None
+        if len(frame.payload) > self.spool.max_record_bytes:
+            self._dead_letter_frame(
+                ref, frame.name, frame.payload, "too_large",
+                f"{frame.key} holds {len(frame.payload)} bytes, more than the limit of "
+                f"{self.spool.max_record_bytes} bytes", meta.job_id)
+            return None
+        return self._message(frame.key, meta, frame.payload, ref)
 
     def _read(self, name: str) -> Message | None:
         """Turn one spool file into a Message; dead-letter or retire what cannot be sent."""
@@ -388,6 +443,12 @@ class Daemon:
             log.error("spool_read_failed", file=name, error=str(e))
             self._rescan_requested = True
             return None
+        return self._message(name, meta, data, None)
+
+    def _message(self, name: str, meta: spool.SpoolName, data: bytes,
+                 frame: tuple[str, int, int] | None) -> Message | None:
+        """Parse a record (a file's or a frame's bytes) into a Message; dead-letter or retire
+        what cannot be sent."""
         cfg = self.config
         try:
             rec = record.parse_record(
@@ -395,13 +456,19 @@ class Daemon:
                 send_script=cfg.params.send_script, send_comment=cfg.params.send_comment,
             )
         except record.RecordError as e:
-            self._dead_letter(name, "malformed", f"{self.spool.new / name}: {e}", meta.job_id)
+            if frame is None:
+                self._dead_letter(name, "malformed", f"{self.spool.new / name}: {e}",
+                                  meta.job_id)
+            else:
+                self._dead_letter_frame(frame, meta.name, data, "malformed",
+                                        f"{self.spool.seg}/{frame[0]}@{frame[1]}: {e}",
+                                        meta.job_id)
             return None
         if rec.event == record.EVENT_START and not cfg.params.enable_job_start:
             if self._trace:
                 log.debug("start_record_skipped", job_id=rec.job_id, job_event=rec.event, file=name,
                           detail="enable_job_start is off")
-            self.retirer.retire(name)
+            self._retire(name, frame)
             return None
         msg = Message(
             name=name,
@@ -412,6 +479,7 @@ class Daemon:
             record_id=rec.record_id,
             arrived_ns=meta.ns,
             attempts=self._attempts.pop(name, 0),
+            frame=frame,
         )
         if name in self._maybe_delivered:
             self._maybe_delivered.discard(name)
@@ -500,9 +568,16 @@ class Daemon:
             else:
                 self._failed(msg, err)
 
+    def _retire(self, name: str, frame: tuple[str, int, int] | None) -> None:
+        """The record is delivered (or needs no delivery): remove its file or punch its frame."""
+        if frame is None:
+            self.retirer.retire(name)
+        else:
+            self.segments.retire(*frame)
+
     def _delivered(self, msg: Message, rep: Report) -> None:
         del self.window[msg.name]
-        self.retirer.retire(msg.name)
+        self._retire(msg.name, msg.frame)
         self._broker_up = True
         self._count("delivered")
         self.metrics.delivered(msg.arrived_ns)
@@ -556,8 +631,59 @@ class Daemon:
 
     def _dead_letter_msg(self, msg: Message, reason: str, message: str) -> None:
         self.window.pop(msg.name, None)
-        self._dead_letter(msg.name, reason, message, msg.job_id, attempts=msg.attempts,
-                          job_event=msg.event)
+        if msg.frame is None:
+            self._dead_letter(msg.name, reason, message, msg.job_id, attempts=msg.attempts,
+                              job_event=msg.event)
+            return
+        try:
+            data = self.segments.read_back(*msg.frame)
+        except OSError as e:
+            log.error("dead_letter_failed", job_id=msg.job_id, file=msg.name, error=str(e),
+                      detail="the record stays in its segment and is sent again at a restart")
+            return
+        (_, _, name, payload), = segment.parse_frames(data, at_eof=True).frames
+        self._dead_letter_frame(msg.frame, name, payload, reason, message, msg.job_id,
+                                attempts=msg.attempts, job_event=msg.event)
+
+    def _dead_letter_frame(self, frame: tuple[str, int, int], name: str, data: bytes,
+                           reason: str, message: str, job_id: int | None, attempts: int = 0,
+                           job_event: str | None = None) -> None:
+        """Write a frame's record into failed/ as a file of its own, then punch the frame."""
+        where = f"seg/{frame[0]}@{frame[1]}"
+        self._count(f"dead_lettered:{reason}")
+        self.metrics.dead_lettered(reason)
+        self._note_error(message)
+        log.error("dead_lettered", job_id=job_id, job_event=job_event, file=where, reason=reason,
+                  error=message, failed_dir=str(self.spool.failed), failed_name=name)
+        try:
+            self.spool.dead_letter_data(name, data, reason, message, attempts=attempts,
+                                        job_id=job_id, segment=frame[0], offset=frame[1])
+        except (OSError, ValueError) as e:
+            log.error("dead_letter_failed", job_id=job_id, file=where, error=str(e),
+                      detail="the record stays in its segment and is tried again at a restart")
+            return
+        self.segments.retire(*frame)
+
+    def _dead_letter_torn(self, torn: Torn) -> None:
+        """Bytes of a segment that make no frame (a writer killed mid-write, a power cut)."""
+        name = f"{torn.segment}.{torn.offset}.torn"
+        self._dead_letter_frame(
+            (torn.segment, torn.offset, len(torn.data)), name, torn.data, "torn",
+            f"{self.spool.seg / torn.segment}: {len(torn.data)} bytes at offset {torn.offset} "
+            "are not a whole record (a writer was killed while appending, or a power cut); "
+            "they are kept in failed/ for inspection", None)
+
+    def _dead_letter_segment(self, name: str, reason: str, message: str) -> None:
+        """A file in seg/ that must not be read: moved to failed/ like a bad file of new/."""
+        self._count(f"dead_lettered:{reason}")
+        self.metrics.dead_lettered(reason)
+        self._note_error(message)
+        log.error("dead_lettered", file=f"seg/{name}", reason=reason, error=message,
+                  failed_dir=str(self.spool.failed))
+        try:
+            self.spool.dead_letter(name, reason, message, source_dir=self.spool.seg)
+        except (OSError, ValueError) as e:
+            log.error("dead_letter_failed", file=f"seg/{name}", error=str(e))
 
     def _dead_letter(self, name: str, reason: str, message: str, job_id: int | None,
                      attempts: int = 0, job_event: str | None = None) -> None:
@@ -712,7 +838,9 @@ class Daemon:
         if self.http is not None:
             self.http.stop()  # what it accepted is in the spool; Slurm retries the rest
         self.watcher.stop()
+        self.seg_watcher.stop()
         if self.producer is None:
+            self.segments.close()
             return
         gen = self.producer.generation
         flush_ms = self.config.params.flush_timeout_ms
@@ -725,7 +853,9 @@ class Daemon:
             else:
                 pending.append(name)
         self.producer.abandon()
+        self.retirer.retire_segments(self.segments.take_work())
         self.retirer.stop()
+        self.segments.close()
         self._save_state(clean=True, pending=sorted(pending), in_flight=sorted(in_flight))
         self._phase = "stopped"
         self._tick(time.monotonic(), force=True)
@@ -763,11 +893,13 @@ class Daemon:
     def _tick(self, now: float, force: bool = False) -> None:
         """Bring STATUS=, the status file and the gauges up to date (every TICK_S)."""
         self._next_tick = now + TICK_S
+        self.segments.seal_due(now)
         slow = force or now >= self._next_slow_tick
         if slow:
             self._next_slow_tick = now + SLOW_TICK_S
             self._dead_letters = self._count_dead_letters()
-        backlog, truncated, in_flight = len(self.queue), self.queue.truncated, len(self.window)
+        backlog, truncated = len(self.queue) + len(self.frames), self.queue.truncated
+        in_flight = len(self.window)
         oldest = self._oldest_pending_ns()
         dead = sum(v for k, v in self.counters.items() if k.startswith("dead_lettered"))
         text = notify.format_status(

@@ -82,7 +82,8 @@ class PendingQueue:
 
 
 class SpoolWatcher:
-    """inotify on ``new/`` through watchdog; every event only records a name and wakes the loop.
+    """inotify on ``new/`` (or ``seg/``) through watchdog; every event only records a name and
+    wakes the loop.
 
     watchdog handles an inotify queue overflow internally and only logs a warning about it; the
     watcher listens for that warning and asks for a rescan, so a burst never goes unnoticed for

@@ -1,4 +1,4 @@
-"""The spool directory: `SpoolDir/{tmp,new,failed}` (DESIGN.md, "The spool protocol").
+"""The spool directory: `SpoolDir/{tmp,new,failed,seg}` (DESIGN.md, "The spool protocol").
 
 Writers create a record in `tmp/`, fsync it and rename it into `new/`; a file in `new/` is the
 only durable copy of a record until Kafka acknowledges it. This module is the file-system side
@@ -99,7 +99,7 @@ def _check_entry_name(name: str) -> None:
         raise RejectedFile(name, "bad_name", f"{name!r} is not a file name in the spool")
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     """Make renames into `path` survive a power cut."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -121,12 +121,12 @@ def _write_new_file(path: Path, data: bytes) -> None:
         os.fsync(fd)
     except BaseException:
         os.close(fd)
-        _unlink_quietly(path)
+        unlink_quietly(path)
         raise
     os.close(fd)
 
 
-def _unlink_quietly(path: Path) -> None:
+def unlink_quietly(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
 
@@ -153,6 +153,7 @@ class Spool:
         self.tmp = self.root / "tmp"
         self.new = self.root / "new"
         self.failed = self.root / "failed"
+        self.seg = self.root / "seg"
         self.max_record_bytes = max_record_bytes
         self.allowed_uids = allowed_uids
         self._last_ns = 0
@@ -170,10 +171,10 @@ class Spool:
         warnings: list[str] = []
         created_root = self._mkdir(self.root)
         root_st = os.stat(self.root)
-        for sub in (self.tmp, self.new, self.failed):
+        for sub in (self.tmp, self.new, self.failed, self.seg):
             if self._mkdir(sub) and not created_root and os.geteuid() == 0:
                 os.chown(sub, root_st.st_uid, root_st.st_gid)
-        stats = {p: os.stat(p) for p in (self.root, self.tmp, self.new, self.failed)}
+        stats = {p: os.stat(p) for p in (self.root, self.tmp, self.new, self.failed, self.seg)}
         for path, st in stats.items():
             if st.st_mode & stat.S_IWOTH:
                 warnings.append(
@@ -185,7 +186,7 @@ class Spool:
                     f"{path} and {self.new} are on different file systems: renames between "
                     "them are not atomic (the hook's mv falls back to copying, dead-lettering "
                     "fails); keep tmp/, new/ and failed/ on one file system")
-        for path in (self.new, self.failed):
+        for path in (self.new, self.failed, self.seg):
             if not os.access(path, os.R_OK | os.W_OK | os.X_OK, effective_ids=True):
                 warnings.append(
                     f"jobcompd cannot read and write {path} (owner uid "
@@ -360,8 +361,10 @@ class Spool:
             os.close(dir_fd)
         return failed
 
-    def dead_letter(self, name: str, reason: str, message: str, **detail: object) -> None:
-        """Move new/`name` to failed/ and write failed/`name`.reason (JSON) beside it.
+    def dead_letter(self, name: str, reason: str, message: str, *,
+                    source_dir: Path | None = None, **detail: object) -> None:
+        """Move new/`name` (or `source_dir`/`name`) to failed/ and write failed/`name`.reason
+        (JSON) beside it.
 
         rename() moves the entry itself, whatever it is (a symlink, never its target; a FIFO;
         a directory). If new/`name` is already gone, only the reason file is written.
@@ -372,7 +375,7 @@ class Spool:
         overwrites a dead letter) for the caller to log; the entry then stays in new/.
         """
         _check_entry_name(name)
-        source, target = self.new / name, self.failed / name
+        source, target = (source_dir or self.new) / name, self.failed / name
         present = os.path.lexists(source)
         if present and os.path.lexists(target):
             raise FileExistsError(errno.EEXIST,
@@ -396,19 +399,46 @@ class Spool:
                 info["vanished"] = True
                 self._replace_file(self.failed, reason_name, _reason_body(info))
             except BaseException:
-                _unlink_quietly(self.failed / reason_name)
+                unlink_quietly(self.failed / reason_name)
                 raise
-        _fsync_dir(self.failed)
+        fsync_dir(self.failed)
+
+    def dead_letter_data(self, name: str, data: bytes, reason: str, message: str,
+                         **detail: object) -> None:
+        """Write a record that has no file of its own (a frame of a segment) into failed/,
+        with its reason file, as if it had been a file in new/.
+
+        Raises OSError (FileExistsError when failed/ already holds that name).
+        """
+        _check_entry_name(name)
+        if os.path.lexists(self.failed / name):
+            raise FileExistsError(errno.EEXIST, f"cannot dead-letter {name}: "
+                                  f"{self.failed / name} already exists; move it away",
+                                  str(self.failed / name))
+        info: dict[str, object] = {
+            "name": name,
+            "reason": reason,
+            "message": message,
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        info.update(detail)
+        self._replace_file(self.failed, name + REASON_SUFFIX, _reason_body(info))
+        try:
+            _write_new_file(self.failed / name, data)
+        except BaseException:
+            unlink_quietly(self.failed / (name + REASON_SUFFIX))
+            raise
+        fsync_dir(self.failed)
 
     def _replace_file(self, directory: Path, name: str, data: bytes) -> None:
         """Write directory/name atomically through a hidden temporary file."""
         tmp = directory / f".{name}.{os.getpid()}.tmp"
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         try:
             _write_new_file(tmp, data)
             os.rename(tmp, directory / name)
         except BaseException:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             raise
 
     # -- writers ----------------------------------------------------------------------------
@@ -445,9 +475,9 @@ class Spool:
                 raise SpoolError(f"{self.new / name} already exists; not replacing a record")
             os.rename(tmp, self.new / name)
         except BaseException:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             raise
-        _fsync_dir(self.new)
+        fsync_dir(self.new)
         return name
 
     def clean_tmp(self, older_than_s: float) -> list[str]:
@@ -520,6 +550,6 @@ class Spool:
         if os.path.lexists(target):
             raise SpoolError(f"{target} already exists; not replacing a pending record")
         os.rename(source, target)
-        _fsync_dir(self.new)
-        _unlink_quietly(self.failed / (name + REASON_SUFFIX))
+        fsync_dir(self.new)
+        unlink_quietly(self.failed / (name + REASON_SUFFIX))
         return name
