@@ -912,7 +912,8 @@ class Daemon:
             notify.status(text)
         self.metrics.set_state(backlog=backlog, in_flight=in_flight, oldest_pending_ns=oldest,
                                broker_up=self._broker_up, backlog_truncated=truncated,
-                               dead_letters=self._dead_letters)
+                               dead_letters=self._dead_letters,
+                               segment_backlog_bytes=self.segments.unread_bytes())
         doc = statusmod.build_status(
             state=self._phase, started_at=self._started_at, backlog=backlog,
             in_flight=in_flight, oldest_pending_ns=oldest, broker_up=self._broker_up,

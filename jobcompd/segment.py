@@ -109,9 +109,9 @@ def parse_frames(buf: bytes, *, at_eof: bool) -> Parsed:
 
     NUL bytes between frames are retired frames (punched holes) and are skipped. Bytes that do
     not make a frame whose CRC checks are torn; parsing picks up at the next ``JCR1 `` that
-    does. A frame cut off by the end of ``buf`` is left for the next read, unless ``at_eof``
-    says that the buffer ends where the segment ends while no writer can be writing (the reader
-    holds the lock): then it is torn too.
+    does, or at the next hole. A frame or a torn run cut off by the end of ``buf`` is left for
+    the next read (``consumed`` stops before it), unless ``at_eof`` says that the buffer ends
+    where the segment ends while no writer can be writing (the reader holds the lock).
     """
     out = Parsed([], [], 0, 0)
     end = len(buf)
@@ -150,30 +150,25 @@ def parse_frames(buf: bytes, *, at_eof: bool) -> Parsed:
         elif not at_eof and end - i < len(MAGIC) and MAGIC.startswith(buf[i:end]):
             close_torn(i)
             break  # the start of a header cut off by the end of the buffer
-        # No frame starts here: torn bytes, up to the next header that may start one.
+        # No frame starts here: torn bytes, up to the next header that may start one, or the
+        # next hole (two NULs or more: an env record separates its variables with one).
         if torn_at < 0:
             torn_at = i
         nxt = buf.find(MAGIC, i + 1)
-        if nxt >= 0:
+        hole = buf.find(b"\0\0", i + 1)
+        if hole >= 0 and (nxt < 0 or hole < nxt):
+            close_torn(hole)
+            i = hole
+        elif nxt >= 0:
             i = nxt
         elif at_eof:
             i = end
         else:
-            # The last bytes may begin a header: leave them for the next read.
-            i = max(i + 1, end - _magic_prefix_at_end(buf))
-            close_torn(i)
-            break
-    close_torn(i)
-    out.consumed = i
+            break  # the torn run may go on past this buffer: read it whole next time
+    if torn_at >= 0 and i >= end:
+        close_torn(end)
+    out.consumed = torn_at if torn_at >= 0 else i
     return out
-
-
-def _magic_prefix_at_end(buf: bytes) -> int:
-    """How many of the last bytes of ``buf`` are the start of ``MAGIC``."""
-    for k in range(len(MAGIC) - 1, 0, -1):
-        if buf.endswith(MAGIC[:k]):
-            return k
-    return 0
 
 
 # -- writing ------------------------------------------------------------------------------------

@@ -253,6 +253,10 @@ class SegmentStore:
         self._work = {}
         return works
 
+    def unread_bytes(self) -> int:
+        """Bytes of segments not read yet, as of the last look (holes included)."""
+        return sum(s.size - s.offset for s in self._segments.values())
+
     def outstanding(self) -> int:
         return sum(s.outstanding for s in self._segments.values())
 
