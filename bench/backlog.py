@@ -18,6 +18,7 @@ from bench.harness import (
     Row,
     arrivals,
     broker,
+    children_peak_kib,
     daemon,
     memory_kib,
     new_is_empty,
@@ -56,7 +57,9 @@ def run(ctx: Context) -> list[Row]:
                 while time.monotonic() < deadline and not new_is_empty(spool):
                     time.sleep(0.5)
                 drained_s = time.monotonic() - drain_start
-                _, peak_kib = memory_kib(d.pid)
+                _, own_peak_kib = memory_kib(d.pid)
+                worker_kib = children_peak_kib(d.pid)
+                peak_kib = own_peak_kib + worker_kib
                 stop_daemon(d)
                 topic = d.dut.topic
             left = sum(1 for e in os.scandir(spool / "new") if not e.name.startswith("."))
@@ -80,11 +83,12 @@ def run(ctx: Context) -> list[Row]:
         ),
         Row(
             "4. big backlog: memory",
-            f"MB peak RSS (VmHWM) draining {size}",
+            f"MB peak RSS (VmHWM) draining {size}, parsing worker included",
             f"{peak_mb:.0f}",
             goal=f"<= {GOAL_PEAK_MB:g} MB",
             met=peak_mb <= GOAL_PEAK_MB,
-            note=f"{ready_rss_kib * 1024 / 1e6:.0f} MB at READY",
+            note=f"daemon {own_peak_kib * 1024 / 1e6:.0f} MB ({ready_rss_kib * 1024 / 1e6:.0f} "
+            f"MB at READY), its child processes {worker_kib * 1024 / 1e6:.0f} MB",
         ),
         Row(
             "4. big backlog: drain",

@@ -141,6 +141,18 @@ def memory_kib(pid: int) -> tuple[int, int]:
     return rss, hwm
 
 
+def children_peak_kib(pid: int) -> int:
+    """Sum of VmHWM of a process's children (the parsing worker, multiprocessing's resource
+    tracker), in KiB: memory the daemon uses in other processes."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            for child in f.read().split():
+                with contextlib.suppress(FileNotFoundError):  # it ended meanwhile
+                    total += memory_kib(int(child))[1]
+    return total
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process (all its threads) has used so far."""
     with open(f"/proc/{pid}/stat") as f:

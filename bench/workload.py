@@ -207,6 +207,14 @@ def drop(spool: Path, job_id: int) -> tuple[int, int]:
     return ns, visible
 
 
+def append(spool: Path, job_id: int) -> tuple[int, int]:
+    """Append one record to a segment the way the compiled hook does (flock, one write,
+    fdatasync); returns (its name's time stamp, the time it was in the segment), like drop."""
+    ns = time.time_ns()
+    segment.append(spool / "seg", name(ns, job_id), dump(job_id))
+    return ns, time.time_ns()
+
+
 def make_spool(root: Path) -> Path:
     """An empty spool (tmp/, new/, failed/, seg/) under ``root``."""
     for sub in ("tmp", "new", "failed", "seg"):

@@ -4,4 +4,6 @@ import sys
 
 from jobcompd.cli import main
 
-sys.exit(main())
+# Guarded: the parsing worker (jobcompd.parsepool, "spawn") imports the main module again.
+if __name__ == "__main__":
+    sys.exit(main())

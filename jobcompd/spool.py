@@ -20,9 +20,9 @@ import re
 import stat
 import time
 from collections.abc import Iterator, Set
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 EVENTS = ("end", "start")
 FORMATS = ("env", "json")
@@ -56,9 +56,8 @@ class RejectedFile(SpoolError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class SpoolName:
-    """The parts of a spool file name."""
+class SpoolName(NamedTuple):
+    """The parts of a spool file name (a named tuple: one is made per record)."""
 
     name: str
     ns: int

@@ -1,0 +1,128 @@
+"""The parsing worker: the same results as parsing in the daemon, a worker that dies with the
+daemon, and a daemon that goes on parsing by itself when its worker is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from jobcompd import parsepool, record, segment
+from tests.broker import wait_for
+from tests.support import DATA, DaemonUnderTest, read_env_fixture
+
+RECORDS = DATA / "records"
+
+
+def items() -> list[parsepool.Item]:
+    out: list[parsepool.Item] = []
+    for path in sorted(RECORDS.glob("*.env")):
+        out.append((path.read_bytes(), "env", "end"))
+    out.append((b"JOBID=1\0not an entry\0", "env", "end"))  # malformed
+    out.append((b'{"jobid": 5, "state": "COMPLETED"}', "json", "end"))
+    return out
+
+
+def test_the_worker_gives_what_the_main_loop_would():
+    woke = threading.Event()
+    pool = parsepool.ParsePool(woke.set)
+    try:
+        batch = items()
+        future = pool.submit(batch, "cl", False, True)
+        assert future is not None
+        got = future.result(timeout=60)
+        assert woke.wait(10), "the daemon was not woken when the batch was done"
+    finally:
+        pool.shutdown()
+    expected = parsepool.parse_batch(batch, "cl", False, True)
+    assert got == expected
+    assert any(isinstance(r, str) for r in got) and any(isinstance(r, record.Record) for r in got)
+
+
+_ORPHAN = textwrap.dedent("""
+    import os, sys, time
+    from jobcompd import parsepool
+    pool = parsepool.ParsePool(lambda: None)
+    pool.submit([(b"JOBID=1\\0", "env", "end")], "c", False, False).result(timeout=60)
+    print(*(p.pid for p in pool._executor._processes.values()), flush=True)
+    time.sleep(600)
+""")
+
+
+def test_the_worker_dies_with_the_daemon_and_ignores_its_signals(tmp_path: Path):
+    proc = subprocess.Popen([sys.executable, "-c", _ORPHAN], stdout=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert proc.stdout is not None
+        worker = int(proc.stdout.readline())
+        # Ctrl-C in a terminal reaches the whole process group; the daemon handles it.
+        os.kill(worker, signal.SIGINT)
+        os.kill(worker, signal.SIGHUP)
+        assert Path(f"/proc/{worker}").exists()
+        proc.kill()
+        proc.wait(10)
+        wait_for(lambda: not _alive(worker), 10, what="the worker to die with its parent")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _workers(pid: int) -> list[int]:
+    """The daemon's parsing workers (not multiprocessing's resource tracker)."""
+    kids = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            kids += [int(k) for k in f.read().split()]
+    workers = []
+    for kid in kids:
+        try:
+            cmdline = Path(f"/proc/{kid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"spawn_main" in cmdline:
+            workers.append(kid)
+    return workers
+
+
+def _payload(job_id: int) -> bytes:
+    env = read_env_fixture(RECORDS / "end-4.env")
+    env["JOBID"] = str(job_id)
+    return b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items())
+
+
+@pytest.mark.broker
+def test_a_killed_worker_loses_nothing(daemon: DaemonUnderTest):
+    """A backlog big enough for the worker; the worker is killed mid-drain; the daemon says so
+    and parses the rest itself."""
+    count = 20_000
+    seg = daemon.spool / "seg"
+    seg.mkdir(parents=True)
+    base = time.time_ns() - 10**9
+    with open(seg / f"{base}.1.seg", "wb") as f:
+        for i in range(count):
+            f.write(segment.encode_frame(f"{base + i}.{i + 1}.end.env", _payload(i + 1)))
+    daemon.start()
+    assert daemon.proc is not None
+    worker = wait_for(lambda: _workers(daemon.proc.pid), 30, interval=0.005,
+                      what="the parsing worker")[0]
+    os.kill(worker, signal.SIGKILL)
+    daemon.wait_log("parse_worker_failed", timeout=60)
+    got = daemon.consume(count, timeout=120, settle=0.5)
+    assert sorted({int(r.key.split(b":")[1]) for r in got}) == list(range(1, count + 1))
+    assert daemon.failed_files() == []
+    assert daemon.stop() == 0
