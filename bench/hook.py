@@ -21,12 +21,12 @@ from pathlib import Path
 
 from bench import workload
 from bench.harness import Context, Row, median, percentile, remove_tree
-from tests.support import HOOK, ROOT
+from tests.support import C_HOOK_CFLAGS as CFLAGS
+from tests.support import C_HOOK_SOURCE as C_SOURCE
+from tests.support import HOOK
 
 NAME = "hook"
 GOAL_MS = 5.0
-C_SOURCE = ROOT / "jobcompd" / "hook" / "jobcompd-spool.c"
-CFLAGS = ["-O2", "-Wall", "-Wextra", "-std=c11", "-D_GNU_SOURCE"]
 
 
 class Spawner:

@@ -1007,6 +1007,7 @@ class Daemon:
             counters=self.counters, config=statusmod.config_summary(self.config),
             last_error=self._last_error, last_error_at=self._last_error_at,
             backlog_truncated=truncated, dead_letters=self._dead_letters, interval_s=TICK_S,
+            segment_backlog_bytes=self.segments.unread_bytes(),
         )
         try:
             statusmod.write_status(self.config.state_dir, doc)

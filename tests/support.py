@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,20 @@ from tests.broker import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOK = ROOT / "jobcompd" / "jobcompd-spool"
+C_HOOK_SOURCE = ROOT / "jobcompd" / "hook" / "jobcompd-spool.c"
+C_HOOK_CFLAGS = ["-O2", "-Wall", "-Wextra", "-std=c11", "-D_GNU_SOURCE"]
 DATA = Path(__file__).resolve().parent / "data"
+
+
+def build_c_hook(out_dir: Path) -> Path:
+    """The compiled hook, built the way the README says; any compiler warning fails."""
+    cc = shutil.which("cc")
+    assert cc is not None, "no C compiler (cc): run `make sysdeps`"
+    out = out_dir / "jobcompd-spool"
+    done = subprocess.run([cc, *C_HOOK_CFLAGS, "-Werror", "-o", str(out), str(C_HOOK_SOURCE)],
+                          capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0 and done.stderr == b"", done.stderr.decode()
+    return out
 
 
 def read_env_fixture(path: Path) -> dict[str, str]:

@@ -28,11 +28,10 @@ from pathlib import Path
 import pytest
 
 from jobcompd.spool import parse_name
+from tests.support import build_c_hook
 
 ROOT = Path(__file__).resolve().parents[1]
 SH_HOOK = ROOT / "jobcompd" / "jobcompd-spool"
-C_SOURCE = ROOT / "jobcompd" / "hook" / "jobcompd-spool.c"
-CFLAGS = ["-O2", "-Wall", "-Wextra", "-std=c11", "-D_GNU_SOURCE"]
 DATA = Path(__file__).parent / "data" / "hook"
 NS = 1795618456123456789
 
@@ -66,13 +65,7 @@ def spool(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def c_hook(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The C hook, compiled the way the README says; any compiler warning fails the build."""
-    cc = shutil.which("cc")
-    assert cc is not None, "no C compiler (cc): run `make sysdeps`"
-    out = tmp_path_factory.mktemp("hook") / "jobcompd-spool"
-    done = subprocess.run([cc, *CFLAGS, "-Werror", "-o", str(out), str(C_SOURCE)],
-                          capture_output=True, timeout=120, check=False)
-    assert done.returncode == 0 and done.stderr == b"", done.stderr.decode()
-    return out
+    return build_c_hook(tmp_path_factory.mktemp("hook"))
 
 
 @pytest.fixture(params=["sh", "c"])

@@ -41,7 +41,7 @@ from tests.slurm.cluster import (
     wait_all_done,
     wait_for_state,
 )
-from tests.support import HOOK, DaemonUnderTest
+from tests.support import HOOK, DaemonUnderTest, build_c_hook
 
 pytestmark = [pytest.mark.slurm, pytest.mark.broker]
 
@@ -278,12 +278,12 @@ def check_scenario(job: Job) -> list[str]:
 # The test
 
 
-def write_hook_wrapper(path: Path, spool: Path) -> Path:
+def write_hook_wrapper(path: Path, spool: Path, hook: Path = HOOK) -> Path:
     """slurmctld runs hooks with a clean environment: name the spool, then exec the hook."""
     path.write_text("#!/bin/sh\n"
                     f"JOBCOMPD_SPOOL={shlex.quote(str(spool))}\n"
                     "export JOBCOMPD_SPOOL\n"
-                    f"exec {shlex.quote(str(HOOK))}\n")
+                    f"exec {shlex.quote(str(hook))}\n")
     path.chmod(0o755)
     return path
 
@@ -299,9 +299,14 @@ def test_real_slurm_jobs_arrive_in_kafka_with_scontrols_values(slurm, broker, tm
     dut.start()
     intake: HttpIntake | None = None
     try:
+        # jobcomp/script runs the shell hook (a file per record); PrologSlurmctld the
+        # compiled one, which appends to segments (the daemon made seg/): both under
+        # slurmscriptd.
         hook = write_hook_wrapper(slurm.base / "hooks" / "jobcompd-hook", dut.spool)
+        c_hook = write_hook_wrapper(slurm.base / "hooks" / "jobcompd-hook-c", dut.spool,
+                                    build_c_hook(tmp_path))
         script_settings = {"jobcomp_type": "jobcomp/script", "jobcomp_loc": str(hook),
-                           "prolog": str(hook)}
+                           "prolog": str(c_hook)}
         es_settings = {**script_settings, "jobcomp_type": "jobcomp/elasticsearch",
                        "jobcomp_loc": f"http://127.0.0.1:{http_port}/slurm/jobcomp"}
         slurm.start(**script_settings)
