@@ -130,6 +130,20 @@ def unlink_quietly(path: Path) -> None:
         os.unlink(path)
 
 
+def _same_bytes(path: Path, data: bytes) -> bool:
+    """Whether the regular file at ``path`` holds exactly ``data`` (never follows a link)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        return os.read(fd, len(data) + 1) == data
+    finally:
+        os.close(fd)
+
+
 def _reason_body(info: dict[str, object]) -> bytes:
     """The reason file: readable UTF-8 JSON. A name that is not valid UTF-8 (os.fsdecode gives
     lone surrogates for its bytes) falls back to \\u escapes, which still round-trip to the
@@ -407,13 +421,18 @@ class Spool:
         """Write a record that has no file of its own (a frame of a segment) into failed/,
         with its reason file, as if it had been a file in new/.
 
-        Raises OSError (FileExistsError when failed/ already holds that name).
+        The same bytes already there under that name are taken as done: the daemon died after
+        writing them and before punching the frame, and reads it again after the restart.
+        Raises OSError (FileExistsError when failed/ holds other bytes under that name).
         """
         _check_entry_name(name)
-        if os.path.lexists(self.failed / name):
+        target = self.failed / name
+        if os.path.lexists(target):
+            if _same_bytes(target, data) and os.path.lexists(self.failed / (name + REASON_SUFFIX)):
+                return
             raise FileExistsError(errno.EEXIST, f"cannot dead-letter {name}: "
-                                  f"{self.failed / name} already exists; move it away",
-                                  str(self.failed / name))
+                                  f"{target} already exists with other content; move it away",
+                                  str(target))
         info: dict[str, object] = {
             "name": name,
             "reason": reason,
