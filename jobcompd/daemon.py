@@ -335,7 +335,7 @@ class Daemon:
             return True
         room = len(self.window) + self._parsing_count < self.config.params.max_inflight
         return bool(self.ready) or self._stopping or (
-            room and len(self._parsing) < 2 * parsepool.MAX_BATCHES
+            room and len(self._parsing) < parsepool.MAX_QUEUED
             and (bool(self.queue) or bool(self.frames) or self.segments.more))
 
     def _idle_timeout(self, now: float) -> float:
@@ -398,7 +398,7 @@ class Daemon:
         items: list[_Item] = []
         while (len(self.window) + self._parsing_count + len(items) < limit
                and len(items) < FILL_BATCH and not self.ready
-               and len(self._parsing) < 2 * parsepool.MAX_BATCHES):
+               and len(self._parsing) < parsepool.MAX_QUEUED):
             if self.frames:
                 item = self._read_frame(self.frames.popleft())
             elif self.segments.dirty and self._read_segments():
@@ -416,7 +416,7 @@ class Daemon:
         cfg = self.config
         work = [(data, meta.fmt, meta.event) for _, meta, data, _ in items]
         args = (cfg.cluster_name, cfg.params.send_script, cfg.params.send_comment)
-        if len(items) < parsepool.OFFLOAD_MIN and not self._parsing:
+        if not self._parsing and not _worth_a_worker(items):
             self._admit(items, parsepool.parse_batch(work, *args))
             return
         with_worker = sum(1 for future, _, _ in self._parsing if future is not None)
@@ -1018,6 +1018,14 @@ class Daemon:
                 self.metrics.write_textfile(self.config.metrics_textfile)
             except metricsmod.MetricsError as e:
                 log.warning("metrics_textfile_unwritable", error=str(e))
+
+
+def _worth_a_worker(items: list[_Item]) -> bool:
+    """Whether to parse a batch in the worker: a big one, of frames. A backlog of files is
+    bound by their unlinks, which need the second core the worker would take (bench/), and
+    the worker's memory (some 40 MB) would buy nothing there."""
+    frames = sum(1 for item in items if item[3] is not None)
+    return len(items) >= parsepool.OFFLOAD_MIN and frames * 2 >= len(items)
 
 
 def producer_config(cfg: Config) -> dict[str, str]:

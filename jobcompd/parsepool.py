@@ -3,9 +3,9 @@
 Turning a record's bytes into its message (record.parse_record) is most of what the main loop
 does per record, and it holds the GIL: a drain is bound by one core while the other is idle
 (bench/: the machine 43% idle during a drain of segments). A worker process parses big
-batches instead, so that reading, producing and parsing overlap on two cores. Small batches
-(steady operation, a handful of records per loop round) are parsed in the main loop as before:
-a round trip to the worker would only add latency.
+batches of frames instead, so that reading, producing and parsing overlap on two cores. Small
+batches (steady operation, a handful of records per loop round) are parsed in the main loop as
+before: a round trip to the worker would only add latency.
 
 The worker is started at the first big batch, is a child of the daemon (it dies with it:
 PR_SET_PDEATHSIG) and ignores the signals meant for the daemon. If it cannot be started or
@@ -27,12 +27,16 @@ from jobcompd import record
 
 log = structlog.get_logger("jobcompd.parsepool")
 
-#: A batch at least this big goes to the worker (a drain reads 256 per round).
+#: A batch of frames at least this big goes to the worker (a drain reads 256 per round). A
+#: backlog of files does not: its unlinks need the second core (daemon._worth_a_worker).
 OFFLOAD_MIN = 64
 #: Batches handed to the worker and not yet back: enough that it is never idle while the main
 #: loop produces (bench/: 3 left it idle a third of the time), few enough to bound memory
 #: (12 x 256 records of at most max_record_bytes).
 MAX_BATCHES = 12
+#: Batches waiting in all (the worker's, and the ones the main loop parsed itself while the
+#: worker was busy, queued behind them to keep the order): bounds the daemon's memory.
+MAX_QUEUED = MAX_BATCHES + 2
 
 #: What parse_batch returns per record: the message, or the error message of a bad record.
 Parsed = record.Record | str
