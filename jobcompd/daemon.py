@@ -413,22 +413,19 @@ class Daemon:
                 items.append(item)
         if not items:
             return
-        cfg = self.config
-        work = [(data, meta.fmt, meta.event) for _, meta, data, _ in items]
-        args = (cfg.cluster_name, cfg.params.send_script, cfg.params.send_comment)
         if not self._parsing and not _worth_a_worker(items):
-            self._admit(items, parsepool.parse_batch(work, *args))
+            self._admit(items, self._parse_here(items))
             return
         with_worker = sum(1 for future, _, _ in self._parsing if future is not None)
         future = None
         if with_worker < parsepool.MAX_BATCHES:
-            future = self.parser.submit(work, *args)
+            future = self.parser.submit(*self._parse_args(items))
         if future is None and not self._parsing:
-            self._admit(items, parsepool.parse_batch(work, *args))
+            self._admit(items, self._parse_here(items))
             return
         # The worker has enough to do (or is gone): parse this batch here, and queue it
         # behind the worker's so that records keep their order.
-        results = None if future is not None else parsepool.parse_batch(work, *args)
+        results = None if future is not None else self._parse_here(items)
         self._parsing.append((future, items, results))
         self._parsing_count += len(items)
         self._parsing_names.update(name for name, _, _, frame in items if frame is None)
@@ -447,11 +444,18 @@ class Daemon:
                     results = future.result()
                 except Exception as e:  # the worker died, or could not pickle
                     self.parser.failed(e)
-                    cfg = self.config
-                    results = parsepool.parse_batch(
-                        [(data, meta.fmt, meta.event) for _, meta, data, _ in items],
-                        cfg.cluster_name, cfg.params.send_script, cfg.params.send_comment)
+                    results = self._parse_here(items)
             self._admit(items, results)
+
+    def _parse_args(self, items: list[_Item]
+                    ) -> tuple[list[parsepool.Item], str, bool, bool]:
+        """What parse_batch takes for these records, with the configuration in force."""
+        cfg = self.config
+        return ([(data, meta.fmt, meta.event) for _, meta, data, _ in items], cfg.cluster_name,
+                cfg.params.send_script, cfg.params.send_comment)
+
+    def _parse_here(self, items: list[_Item]) -> list[parsepool.Parsed]:
+        return parsepool.parse_batch(*self._parse_args(items))
 
     @staticmethod
     def _batch_done(future: Future[list[parsepool.Parsed]] | None) -> bool:
@@ -736,11 +740,8 @@ class Daemon:
                            job_event: str | None = None) -> None:
         """Write a frame's record into failed/ as a file of its own, then punch the frame."""
         where = f"seg/{frame[0]}@{frame[1]}"
-        self._count(f"dead_lettered:{reason}")
-        self.metrics.dead_lettered(reason)
-        self._note_error(message)
-        log.error("dead_lettered", job_id=job_id, job_event=job_event, file=where, reason=reason,
-                  error=message, failed_dir=str(self.spool.failed), failed_name=name)
+        self._report_dead_letter(where, reason, message, job_id=job_id, job_event=job_event,
+                                 failed_name=name)
         try:
             self.spool.dead_letter_data(name, data, reason, message, attempts=attempts,
                                         job_id=job_id, segment=frame[0], offset=frame[1])
@@ -761,11 +762,7 @@ class Daemon:
 
     def _dead_letter_segment(self, name: str, reason: str, message: str) -> None:
         """A file in seg/ that must not be read: moved to failed/ like a bad file of new/."""
-        self._count(f"dead_lettered:{reason}")
-        self.metrics.dead_lettered(reason)
-        self._note_error(message)
-        log.error("dead_lettered", file=f"seg/{name}", reason=reason, error=message,
-                  failed_dir=str(self.spool.failed))
+        self._report_dead_letter(f"seg/{name}", reason, message)
         try:
             self.spool.dead_letter(name, reason, message, source_dir=self.spool.seg)
         except (OSError, ValueError) as e:
@@ -773,16 +770,21 @@ class Daemon:
 
     def _dead_letter(self, name: str, reason: str, message: str, job_id: int | None,
                      attempts: int = 0, job_event: str | None = None) -> None:
-        self._count(f"dead_lettered:{reason}")
-        self.metrics.dead_lettered(reason)
-        self._note_error(message)
-        log.error("dead_lettered", job_id=job_id, job_event=job_event, file=name, reason=reason,
-                  error=message, failed_dir=str(self.spool.failed))
+        self._report_dead_letter(name, reason, message, job_id=job_id, job_event=job_event)
         try:
             self.spool.dead_letter(name, reason, message, attempts=attempts, job_id=job_id)
         except (OSError, ValueError) as e:
             log.error("dead_letter_failed", job_id=job_id, file=name, error=str(e),
                       detail="the file stays in new/ and is retried at the next rescan")
+
+    def _report_dead_letter(self, where: str, reason: str, message: str,
+                            **fields: object) -> None:
+        """Count, log and remember a dead letter, whatever it came from."""
+        self._count(f"dead_lettered:{reason}")
+        self.metrics.dead_lettered(reason)
+        self._note_error(message)
+        log.error("dead_lettered", file=where, reason=reason, error=message,
+                  failed_dir=str(self.spool.failed), **fields)
 
     # -- producer health ------------------------------------------------------------------
 

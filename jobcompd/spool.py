@@ -144,6 +144,13 @@ def _same_bytes(path: Path, data: bytes) -> bool:
         os.close(fd)
 
 
+def _reason_info(name: str, reason: str, message: str,
+                 detail: dict[str, object]) -> dict[str, object]:
+    """What a reason file says about a dead letter."""
+    return {"name": name, "reason": reason, "message": message,
+            "time": datetime.now(UTC).isoformat(timespec="seconds"), **detail}
+
+
 def _reason_body(info: dict[str, object]) -> bytes:
     """The reason file: readable UTF-8 JSON. A name that is not valid UTF-8 (os.fsdecode gives
     lone surrogates for its bytes) falls back to \\u escapes, which still round-trip to the
@@ -394,15 +401,9 @@ class Spool:
             raise FileExistsError(errno.EEXIST,
                                   f"cannot dead-letter {source}: {target} already exists;"
                                   " move one of them away", str(target))
-        info: dict[str, object] = {
-            "name": name,
-            "reason": reason,
-            "message": message,
-            "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
+        info = _reason_info(name, reason, message, detail)
         if not present:
             info["vanished"] = True
-        info.update(detail)
         reason_name = name + REASON_SUFFIX
         self._replace_file(self.failed, reason_name, _reason_body(info))
         if present:
@@ -433,13 +434,7 @@ class Spool:
             raise FileExistsError(errno.EEXIST, f"cannot dead-letter {name}: "
                                   f"{target} already exists with other content; move it away",
                                   str(target))
-        info: dict[str, object] = {
-            "name": name,
-            "reason": reason,
-            "message": message,
-            "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        info.update(detail)
+        info = _reason_info(name, reason, message, detail)
         self._replace_file(self.failed, name + REASON_SUFFIX, _reason_body(info))
         try:
             _write_new_file(self.failed / name, data)
