@@ -242,13 +242,29 @@ def _create(seg_dir: Path) -> tuple[int, str] | None:
     return fd, segment
 
 
+#: (device, inode) -> durable name of the segments this process has seen as current.
+_known_names: dict[tuple[int, int], str] = {}
+
+
 def _name_of(seg_dir: Path, st: os.stat_result) -> str:
-    """The durable name of the segment with this inode (for the caller's information)."""
-    with os.scandir(seg_dir) as it:
-        for entry in it:
-            if entry.name != CURRENT and entry.inode() == st.st_ino:
-                return entry.name
-    return CURRENT
+    """The durable name of the segment with this inode (for the caller's information); the
+    folder is read only for a segment this process has not named yet."""
+    key = (st.st_dev, st.st_ino)
+    name = _known_names.get(key)
+    if name is not None:  # one stat, for an inode number used again by a later segment
+        try:
+            if os.stat(seg_dir / name).st_ino != st.st_ino:
+                name = None
+        except FileNotFoundError:
+            name = None
+    if name is None:
+        with os.scandir(seg_dir) as it:
+            name = next((e.name for e in it if e.name != CURRENT and e.inode() == st.st_ino),
+                        CURRENT)
+        if len(_known_names) > 64:
+            _known_names.clear()
+        _known_names[key] = name
+    return name
 
 
 def seal(fd: int, seg_dir: Path) -> bool:

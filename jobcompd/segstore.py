@@ -26,6 +26,7 @@ import structlog
 
 from jobcompd import segment
 from jobcompd.segment import Frame, Torn
+from jobcompd.spool import RejectedFile
 
 log = structlog.get_logger("jobcompd.segstore")
 
@@ -58,15 +59,6 @@ class _Segment:
     holes: list[tuple[int, int]] = field(default_factory=list)
 
 
-class RejectedSegment(Exception):
-    """A file in seg/ that the daemon must not read (wrong owner, a symlink, ...)."""
-
-    def __init__(self, name: str, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.name = name
-        self.reason = reason
-
-
 class SegmentStore:
     """The segments of one ``seg/`` directory, as the daemon's main loop sees them."""
 
@@ -85,12 +77,12 @@ class SegmentStore:
 
     # -- reading --------------------------------------------------------------------------
 
-    def refresh(self) -> list[RejectedSegment]:
+    def refresh(self) -> list[RejectedFile]:
         """Open the segments that appeared, forget the ones that vanished.
 
         Returns the entries that must not be read (for the caller to dead-letter).
         """
-        rejected: list[RejectedSegment] = []
+        rejected: list[RejectedFile] = []
         try:
             with os.scandir(self.directory) as it:
                 names = {e.name for e in it if e.name != segment.CURRENT and e.name[0] != "."}
@@ -100,7 +92,7 @@ class SegmentStore:
         for name in sorted(names - self._segments.keys() - self._removing):
             try:
                 self._open(name)
-            except RejectedSegment as e:
+            except RejectedFile as e:
                 rejected.append(e)
             except FileNotFoundError:
                 continue
@@ -115,17 +107,17 @@ class SegmentStore:
     def _open(self, name: str) -> None:
         path = self.directory / name
         if not segment.is_segment_name(name):
-            raise RejectedSegment(name, "bad_name", f"{path} is not a segment name "
+            raise RejectedFile(name, "bad_name", f"{path} is not a segment name "
                                   "(<epoch-ns>.<pid>.seg); only writers of jobcompd put "
                                   "files in seg/")
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as e:
             if e.errno == errno.ELOOP:
-                raise RejectedSegment(name, "symlink", f"{path} is a symbolic link") from None
+                raise RejectedFile(name, "symlink", f"{path} is a symbolic link") from None
             if e.errno == errno.ENOENT:
                 raise
-            raise RejectedSegment(name, "unreadable", f"cannot open {path}: {e.strerror}") from e
+            raise RejectedFile(name, "unreadable", f"cannot open {path}: {e.strerror}") from e
         st = os.fstat(fd)
         problem = None
         if not stat.S_ISREG(st.st_mode):
@@ -138,7 +130,7 @@ class SegmentStore:
                        f"SpoolOwners ({', '.join(map(str, sorted(self.allowed_uids)))})")
         if problem is not None:
             os.close(fd)
-            raise RejectedSegment(name, *problem)
+            raise RejectedFile(name, *problem)
         # Sealed or not is only learnt under the lock (_read_segment).
         self._segments[name] = _Segment(name, fd, time.monotonic(), size=st.st_size)
 
