@@ -65,8 +65,14 @@ QUEUE_LIMIT = 100_000
 #: Records read, then produced, per loop pass: small enough that librdkafka sends one batch
 #: while the next is read, and that delivery reports keep being served during a burst.
 FILL_BATCH = 256
-#: How long one poll waits while messages are on the wire.
+#: How long one poll waits while messages are on the wire. A poll returns at once for a
+#: delivery report, but a new record in the spool only wakes the select() of an idle loop,
+#: so while records keep arriving the wait is short: it is what a new record may wait
+#: before it is read (bench/latency.py), and a quiet outage need not spin at that rate.
 BUSY_POLL_S = 0.005
+ARRIVING_POLL_S = 0.001
+#: Records count as arriving for this long after inotify last told of one.
+ARRIVING_S = 1.0
 #: First retry delay after a timed-out delivery; doubles up to retry_backoff_max.
 RETRY_BACKOFF_MIN_S = 1.0
 #: A file older than this in tmp/ was left by a killed hook (Maildir's rule: 36 hours).
@@ -119,6 +125,7 @@ class Daemon:
         self._reload_requested = False
         self._rescan_requested = True
         self._next_rescan = 0.0
+        self._arrived_at = -ARRIVING_S
         self._progress_at = time.monotonic()
         self._next_probe = 0.0
         self._rebuild_reason: str | None = None
@@ -319,7 +326,7 @@ class Daemon:
             self._fill_window()
             assert self.producer is not None
             busy = self.producer.outstanding() > 0
-            self._handle_reports(self.producer.poll(BUSY_POLL_S if busy else 0))
+            self._handle_reports(self.producer.poll(self._busy_poll_s(now) if busy else 0))
             now = time.monotonic()
             self._check_producer(now)
             self.watchdog.maybe_ping(now)
@@ -329,6 +336,9 @@ class Daemon:
                 self._wait(self._idle_timeout(time.monotonic()))
             else:
                 self._drain_wake_pipe()
+
+    def _busy_poll_s(self, now: float) -> float:
+        return ARRIVING_POLL_S if now - self._arrived_at < ARRIVING_S else BUSY_POLL_S
 
     def _has_work(self) -> bool:
         if self._parsing and self._batch_done(self._parsing[0][0]):
@@ -365,6 +375,8 @@ class Daemon:
         seg_names, seg_overflowed = self.seg_watcher.take()
         if seg_names or seg_overflowed:
             self.segments.dirty = True
+        if names or seg_names:
+            self._arrived_at = time.monotonic()
         window, retiring, parsing = self.window, self.retirer.pending, self._parsing_names
         for name in names:
             if name not in window and name not in retiring and name not in parsing:
