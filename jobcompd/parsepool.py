@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import multiprocessing
+import os
 import signal
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -60,10 +61,17 @@ def parse_batch(items: list[Item], cluster: str, send_script: bool,
     return out
 
 
-def _init_worker() -> None:
-    """In the worker: die with the daemon, and leave its signals to it."""
+def _init_worker(daemon_pid: int) -> None:
+    """In the worker: die with the daemon, and leave its signals to it.
+
+    PR_SET_PDEATHSIG only covers a death after it is set: a daemon killed while the worker
+    was still starting (spawn imports Python anew) would leave it waiting forever on its
+    queue, of which it holds both ends. So it looks whether its parent is still the daemon.
+    """
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != daemon_pid:
+        os._exit(0)
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
 
@@ -86,7 +94,7 @@ class ParsePool:
             if self._executor is None:
                 self._executor = ProcessPoolExecutor(
                     max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker)
+                    initializer=_init_worker, initargs=(os.getpid(),))
             future = self._executor.submit(parse_batch, items, cluster, send_script,
                                            send_comment)
         except Exception as e:  # whatever it is, parsing goes on without it

@@ -74,6 +74,32 @@ def test_the_worker_dies_with_the_daemon_and_ignores_its_signals(tmp_path: Path)
             proc.kill()
 
 
+_KILLED_WHILE_STARTING = textwrap.dedent("""
+    import os, signal
+    from jobcompd import parsepool
+    pool = parsepool.ParsePool(lambda: None)
+    pool.submit([(b"JOBID=1\\0", "env", "end")], "c", False, False)
+    print(*(p.pid for p in pool._executor._processes.values()), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # before the worker has set PR_SET_PDEATHSIG
+""")
+
+
+def test_a_worker_whose_daemon_died_while_it_started_ends_too():
+    """SIGKILL of the daemon while its worker is still importing Python: the worker finds
+    it has a new parent and ends, instead of waiting on its queue for ever."""
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WHILE_STARTING],
+                            stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+    assert proc.stdout is not None
+    worker = int(proc.stdout.readline())
+    proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+    try:
+        wait_for(lambda: not _alive(worker), 30, what="the orphaned worker to end")
+    finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
