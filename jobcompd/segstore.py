@@ -26,7 +26,7 @@ import structlog
 
 from jobcompd import segment
 from jobcompd.segment import Frame, Torn
-from jobcompd.spool import RejectedFile
+from jobcompd.spool import RejectedFile, open_for_reading
 
 log = structlog.get_logger("jobcompd.segstore")
 
@@ -111,7 +111,7 @@ class SegmentStore:
                                   "(<epoch-ns>.<pid>.seg); only writers of jobcompd put "
                                   "files in seg/")
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = open_for_reading(path)
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise RejectedFile(name, "symlink", f"{path} is a symbolic link") from None

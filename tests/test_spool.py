@@ -7,6 +7,9 @@ import json
 import os
 import resource
 import stat
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -218,6 +221,45 @@ def test_read_rejects_a_hard_link(spool: Spool, tmp_path: Path) -> None:
     e = rejected(spool, name(1))
     assert e.reason == "hardlink"
     assert "2 hard links" in str(e)
+
+
+def test_read_leaves_the_access_time_alone(spool: Spool) -> None:
+    """Reading a record writes nothing to the disk: with relatime, an access time older than
+    the modification time is updated by a read (a journal transaction per record)."""
+    path = put(spool, name(1))
+    old = path.stat().st_mtime_ns - 10**9 * 86400
+    os.utime(path, ns=(old, path.stat().st_mtime_ns))
+    assert spool.read(name(1)) == b"JOBID=42\0"
+    assert path.stat().st_atime_ns == old
+
+
+_READ_AS_NOBODY = """
+import os, sys
+from jobcompd.spool import Spool
+os.setgid(65534)
+os.setuid(65534)
+spool = Spool(sys.argv[1], max_record_bytes=1024, allowed_uids=None)
+sys.stdout.buffer.write(spool.read(sys.argv[2]))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reading as another user needs root")
+def test_read_of_a_file_the_reader_does_not_own() -> None:
+    """O_NOATIME is only for the owner: another user's record is read all the same."""
+    # Not in tmp_path: pytest's base directory is root's alone.
+    with tempfile.TemporaryDirectory(prefix="jobcompd-test-") as top:
+        root = Path(top) / "spool"
+        sp = Spool(root, max_record_bytes=MAX, allowed_uids=None)
+        sp.ensure_dirs()
+        for d in (Path(top), root, sp.new):
+            d.chmod(0o755)
+        path = put(sp, name(1))
+        path.chmod(0o644)
+        out = subprocess.run([sys.executable, "-c", _READ_AS_NOBODY, str(root), name(1)],
+                             capture_output=True, timeout=60,
+                             cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout == b"JOBID=42\0"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
