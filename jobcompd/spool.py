@@ -125,22 +125,21 @@ def _write_new_file(path: Path, data: bytes) -> None:
     os.close(fd)
 
 
-def open_for_reading(path: Path | str, dir_fd: int | None = None) -> int:
+def open_for_reading(path: Path | str) -> int:
     """Open a spool entry to read it: no symlink, no blocking on a FIFO, and no atime.
 
     With ``relatime`` (the default mount option) the first read of a freshly written file
-    updates its access time, which dirties the inode: a journal transaction per record, and
-    under the hooks' fsyncs the main loop then waits for the journal (bench/latency.py).
-    O_NOATIME needs the file's owner or CAP_FOWNER; for anyone else's file (EPERM) the open is
-    done again without it.
+    updates its access time, which dirties the inode: a journal transaction per record, which
+    may have to wait while the hooks' fsyncs keep the journal busy. O_NOATIME needs the file's
+    owner or CAP_FOWNER; for anyone else's file (EPERM) the open is done again without it.
     """
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        return os.open(path, flags | os.O_NOATIME, dir_fd=dir_fd)
+        return os.open(path, flags | os.O_NOATIME)
     except PermissionError as e:
         if e.errno != errno.EPERM:
             raise
-        return os.open(path, flags, dir_fd=dir_fd)
+        return os.open(path, flags)
 
 
 def unlink_quietly(path: Path) -> None:
