@@ -245,10 +245,13 @@ def test_load_of_generated_files(conf_lines: list[str], kafka_lines: list[str],
             assert str(root) in msg or "librdkafka" in msg, msg
         else:
             assert cfg.cluster_name and cfg.producer_config()["bootstrap.servers"]
-            secret = [p.value for p in cfg.kafka if config.is_secret(p.key) and p.value]
-            shown = repr(cfg.redacted_kafka())
-            for value in secret:
-                assert f"'{value}'" not in shown
+            shown = cfg.redacted_kafka()
+            for key, value in cfg.producer_config().items():
+                if config.is_secret(key):
+                    assert shown[key] == "***"
+                    # Nowhere else either, unless another property holds the same text.
+                    others = {v for k, v in cfg.producer_config().items() if k != key}
+                    assert value in others or f"'{value}'" not in repr(shown)
 
 
 # -- spool names and the state file ---------------------------------------------------------
