@@ -23,7 +23,6 @@ import signal
 import sys
 import time
 from collections import deque
-from concurrent.futures import Future
 from pathlib import Path
 
 import structlog
@@ -138,9 +137,9 @@ class Daemon:
         self.frames: deque[Frame] = deque()
         self.seg_watcher = SpoolWatcher(self.spool.seg, self.wake)
         #: batches with the parsing worker (oldest first), how many records, which files.
-        self.parser = parsepool.ParsePool(self.wake)
+        self.parser = parsepool.ParsePool()
         #: (the worker's future, or None when parsed here; the batch; its results if known)
-        self._parsing: deque[tuple[Future[list[parsepool.Parsed]] | None, list[_Item],
+        self._parsing: deque[tuple[parsepool.Batch | None, list[_Item],
                                    list[parsepool.Parsed] | None]] = deque()
         self._parsing_count = 0
         self._parsing_names: set[str] = set()
@@ -356,8 +355,9 @@ class Daemon:
         return max(0.0, timeout)
 
     def _wait(self, timeout: float) -> None:
+        read, write = self.parser.wait_fds()
         with contextlib.suppress(InterruptedError):
-            select.select([self._wake_r], [], [], timeout)
+            select.select([self._wake_r, *read], write, [], timeout)
         self._drain_wake_pipe()
 
     def _drain_wake_pipe(self) -> None:
@@ -470,7 +470,7 @@ class Daemon:
         return parsepool.parse_batch(*self._parse_args(items))
 
     @staticmethod
-    def _batch_done(future: Future[list[parsepool.Parsed]] | None) -> bool:
+    def _batch_done(future: parsepool.Batch | None) -> bool:
         return future is None or future.done()
 
     def _admit(self, items: list[_Item], results: list[parsepool.Parsed]) -> None:

@@ -7,6 +7,12 @@ batches of frames instead, so that reading, producing and parsing overlap on two
 batches (steady operation, a handful of records per loop round) are parsed in the main loop as
 before: a round trip to the worker would only add latency.
 
+The daemon talks to the worker over two pipes that its main loop reads and writes without
+blocking (``pump``), as it does everything else: no thread of ours in between. (With
+concurrent.futures' ProcessPoolExecutor, two threads of the daemon and a lock per batch
+cost 0.7 s of CPU per 100,000 records, and their GIL hand-offs left a core idle a tenth of a
+drain: bench/.)
+
 The worker is started at the first big batch, is a child of the daemon (it dies with it:
 PR_SET_PDEATHSIG) and ignores the signals meant for the daemon. If it cannot be started or
 dies, the daemon logs it once and parses in the main loop from then on: nothing depends on it.
@@ -14,13 +20,20 @@ dies, the daemon logs it once and parses in the main loop from then on: nothing 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import multiprocessing
 import os
+import pickle
+import select
 import signal
-from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+import struct
+import time
+from collections import deque
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 
 import structlog
 
@@ -40,6 +53,9 @@ MAX_BATCHES = 12
 #: for as many as the worker's: with 2, the main loop sat waiting for the worker a fifth of
 #: a drain of segments (bench/: 8,700 records/s; 9,100 with room for 12).
 MAX_QUEUED = MAX_BATCHES + 12
+#: Pipe size asked for (Linux caps it at /proc/sys/fs/pipe-max-size for other than root): a
+#: few batches fit, so the main loop rarely keeps bytes back for the next round.
+PIPE_BYTES = 1 << 20
 
 #: What parse_batch returns per record: the message, or the error message of a bad record.
 Parsed = record.Record | str
@@ -47,6 +63,13 @@ Parsed = record.Record | str
 Item = tuple[bytes, str, str]
 
 _PR_SET_PDEATHSIG = 1
+#: Each message on a pipe: its length (unsigned 64-bit, network order), then a pickle.
+_HEADER = struct.Struct("!Q")
+_READ_BYTES = 1 << 20
+
+
+class WorkerGone(Exception):
+    """The worker died, could not be started, or broke the protocol."""
 
 
 def parse_batch(items: list[Item], cluster: str, send_script: bool,
@@ -63,12 +86,15 @@ def parse_batch(items: list[Item], cluster: str, send_script: bool,
     return out
 
 
+# -- the worker's side ---------------------------------------------------------------------
+
+
 def _init_worker(daemon_pid: int) -> None:
     """In the worker: die with the daemon, and leave its signals to it.
 
     PR_SET_PDEATHSIG only covers a death after it is set: a daemon killed while the worker
     was still starting (spawn imports Python anew) would leave it waiting forever on its
-    queue, of which it holds both ends. So it looks whether its parent is still the daemon.
+    pipe. So it looks whether its parent is still the daemon.
     """
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -78,32 +104,182 @@ def _init_worker(daemon_pid: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    """``size`` bytes from a blocking fd; None at EOF (the daemon closed its end)."""
+    chunks = []
+    while size:
+        chunk = os.read(fd, min(size, _READ_BYTES))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _serve(tasks: Connection, results: Connection, daemon_pid: int) -> None:
+    """The worker: parse each batch that arrives, send back its results, in order."""
+    _init_worker(daemon_pid)
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(results.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    task_fd, result_fd = tasks.fileno(), results.fileno()
+    while (header := _read_exactly(task_fd, _HEADER.size)) is not None:
+        body = _read_exactly(task_fd, _HEADER.unpack(header)[0])
+        if body is None:
+            return
+        out = pickle.dumps(parse_batch(*pickle.loads(body)), protocol=pickle.HIGHEST_PROTOCOL)
+        view = memoryview(_HEADER.pack(len(out)) + out)
+        try:
+            while view:
+                view = view[os.write(result_fd, view):]
+        except BrokenPipeError:  # the daemon stopped, or gave up on the worker
+            return
+
+
+# -- the daemon's side ---------------------------------------------------------------------
+
+
+class Batch:
+    """A batch handed to the worker; ``done()`` once its results are back (or it is lost)."""
+
+    __slots__ = ("_error", "_pool", "_results")
+
+    def __init__(self, pool: ParsePool) -> None:
+        self._pool = pool
+        self._results: list[Parsed] | None = None
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        if self._results is None and self._error is None:
+            self._pool.pump()
+        return self._results is not None or self._error is not None
+
+    def result(self, timeout: float | None = None) -> list[Parsed]:
+        """The parsed records; raises WorkerGone when the worker died before sending them.
+        Waits up to ``timeout`` seconds (for ever with None) when they are not back yet."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError("the parsing worker did not answer in time")
+            self._pool.wait(left)
+        if self._error is not None:
+            raise self._error
+        assert self._results is not None
+        return self._results
+
+
 class ParsePool:
     """One worker process for parsing, started on first use; ``usable`` turns False for good
     once it fails."""
 
-    def __init__(self, wake: Callable[[], None], *, enabled: bool = True) -> None:
-        self._wake = wake
-        self._executor: ProcessPoolExecutor | None = None
+    def __init__(self, *, enabled: bool = True) -> None:
         self.usable = enabled
+        self._proc: BaseProcess | None = None
+        self._task_fd = -1
+        self._result_fd = -1
+        self._out = bytearray()  # what is still to be written to the worker
+        self._in = bytearray()  # what the worker sent that makes no whole message yet
+        self._waiting: deque[Batch] = deque()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     def submit(self, items: list[Item], cluster: str, send_script: bool,
-               send_comment: bool) -> Future[list[Parsed]] | None:
+               send_comment: bool) -> Batch | None:
         """Hand a batch to the worker; None if there is no worker (parse it in the caller)."""
         if not self.usable:
             return None
         try:
-            if self._executor is None:
-                self._executor = ProcessPoolExecutor(
-                    max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker, initargs=(os.getpid(),))
-            future = self._executor.submit(parse_batch, items, cluster, send_script,
-                                           send_comment)
+            if self._proc is None:
+                self._start()
+            body = pickle.dumps((items, cluster, send_script, send_comment),
+                                protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as e:  # whatever it is, parsing goes on without it
             self.failed(e)
             return None
-        future.add_done_callback(lambda _: self._wake())
-        return future
+        self._out += _HEADER.pack(len(body))
+        self._out += body
+        batch = Batch(self)
+        self._waiting.append(batch)
+        self.pump()
+        return batch
+
+    def _start(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        task_r, task_w = ctx.Pipe(duplex=False)
+        result_r, result_w = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_serve, args=(task_r, result_w, os.getpid()),
+                           name="jobcompd-parser", daemon=True)
+        try:
+            proc.start()
+        finally:
+            task_r.close()
+            result_w.close()
+        self._proc = proc
+        self._task_fd = os.dup(task_w.fileno())
+        self._result_fd = os.dup(result_r.fileno())
+        task_w.close()
+        result_r.close()
+        for fd in (self._task_fd, self._result_fd):
+            os.set_blocking(fd, False)
+            os.set_inheritable(fd, False)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self._task_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+    def pump(self) -> None:
+        """Move bytes both ways as far as the pipes take them without blocking."""
+        if self._proc is None:
+            return
+        try:
+            self._send()
+            self._receive()
+        except WorkerGone as e:
+            self.failed(e)
+
+    def _send(self) -> None:
+        while self._out:
+            try:
+                sent = os.write(self._task_fd, self._out)
+            except BlockingIOError:
+                return
+            except OSError as e:  # EPIPE: the worker is gone
+                raise WorkerGone(f"writing to the parsing worker: {e}") from None
+            del self._out[:sent]
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._result_fd, _READ_BYTES)
+            except BlockingIOError:
+                break
+            if not chunk:
+                raise WorkerGone(f"the parsing worker (pid {self.pid}) ended")
+            self._in += chunk
+        while len(self._in) >= _HEADER.size:
+            size = _HEADER.unpack_from(self._in)[0]
+            end = _HEADER.size + size
+            if len(self._in) < end:
+                return
+            if not self._waiting:
+                raise WorkerGone("the parsing worker sent results nobody asked for")
+            results = pickle.loads(memoryview(self._in)[_HEADER.size:end])
+            del self._in[:end]
+            self._waiting.popleft()._results = results
+
+    def wait(self, timeout: float | None) -> None:
+        """Wait until the worker sent something or can take more (for a caller with nothing
+        else to do)."""
+        read, write = self.wait_fds()
+        if read or write:
+            select.select(read, write, [], timeout)
+
+    def wait_fds(self) -> tuple[list[int], list[int]]:
+        """The fds to watch for the worker's progress: its results, and room for what is
+        still to be sent."""
+        if self._proc is None or not self._waiting:
+            return [], []
+        return [self._result_fd], [self._task_fd] if self._out else []
 
     def failed(self, error: BaseException) -> None:
         """The worker could not be started or died: parse in the main loop from now on."""
@@ -111,11 +287,25 @@ class ParsePool:
             log.error("parse_worker_failed", error=f"{type(error).__name__}: {error}",
                       detail="records are parsed in the main loop from now on; nothing is lost")
         self.usable = False
+        for batch in self._waiting:
+            batch._error = error if isinstance(error, WorkerGone) else WorkerGone(str(error))
+        self._waiting.clear()
         self.shutdown(wait=False)
 
     def shutdown(self, wait: bool = True) -> None:
-        """End the worker (after the batch it is parsing, with ``wait``); batches not started
-        are dropped: their records are still in the spool."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=wait, cancel_futures=True)
-            self._executor = None
+        """End the worker (after the batch it is parsing, with ``wait``); batches not
+        started are dropped: their records are still in the spool."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        # Results first: the worker ends at its next answer (EPIPE) or, idle, at EOF.
+        for fd in (self._result_fd, self._task_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._task_fd = self._result_fd = -1
+        self._out.clear()
+        self._in.clear()
+        proc.join(5 if wait else 0)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
