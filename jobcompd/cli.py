@@ -175,7 +175,8 @@ def _producer_only(key: str) -> bool:
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, all_commands: bool = True) -> argparse.ArgumentParser:
+    """The command line; without ``all_commands``, only the commands of this module."""
     parser = argparse.ArgumentParser(
         prog="jobcompd",
         description="Ship Slurm job records from a spool directory to Kafka.",
@@ -204,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_consume)
 
     # Commands that live in modules of their own: each module has ``register(subparsers)``.
-    for module in _command_modules():
-        module.register(sub)
+    if all_commands:
+        for module in _command_modules():
+            module.register(sub)
     return parser
 
 
@@ -217,7 +219,10 @@ def _command_modules() -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # The daemon does not import the other commands' modules: they were a fifth of its time
+    # from exec to READY=1 (bench/), which a restart on a backlog waits through.
+    args = build_parser(all_commands=argv[:1] != ["run"]).parse_args(argv)
     try:
         return int(args.func(args))
     except BrokenPipeError:

@@ -56,3 +56,24 @@ def test_consume_prints_what_arrived(daemon: DaemonUnderTest):
     assert line["key"] == "testcluster:8"
     assert line["headers"]["event"] == "job_end"
     assert line["value"]["jobid"] == 8
+
+
+_IMPORTED_BY_RUN = """
+import sys
+from jobcompd import cli
+code = cli.main(["run", "-c", sys.argv[1]])
+print(code, *sorted(m for m in sys.modules if m.startswith("jobcompd.")))
+"""
+
+
+def test_run_starts_without_the_other_commands_modules(tmp_path):
+    """What a restart on a backlog waits for: ``run`` leaves backfill & co. unimported,
+    while ``--help`` still lists every command."""
+    res = subprocess.run([sys.executable, "-c", _IMPORTED_BY_RUN, str(tmp_path / "none.conf")],
+                         capture_output=True, text=True, timeout=60)
+    code, *modules = res.stdout.split()
+    assert code == "78", res.stderr  # no such configuration file
+    assert "jobcompd.daemon" in modules
+    assert not {"jobcompd.backfill", "jobcompd.opscli", "jobcompd.schema_cmd"} & set(modules)
+    listed = jobcompd("--help").stdout
+    assert all(command in listed for command in ("run", "backfill", "failed", "schema"))
