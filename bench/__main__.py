@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 
 from bench import backlog, ceilings, drain, hook, latency, machine, shutdown, workload
-from bench.harness import Context, Row, loadavg, remove_tree, settle
+from bench.harness import Context, Row, compile_daemon, loadavg, remove_tree, settle
 
 #: In the order they run: ceilings first, so the drain is judged against them.
 BENCHMARKS: dict[str, ModuleType] = {
@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     size, variables = workload.check()
     about = machine.describe(workdir)
+    about.append(f"daemon: bytecode of {compile_daemon(ctx)} compiled first, as installed")
     about.append(
         f"records: jobcomp/script dumps of {size} B, {variables} variables; "
         f"{'quick mode, ' if args.quick else ''}median of {runs} run(s)"

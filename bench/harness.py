@@ -8,6 +8,7 @@ fails half-way still stops its broker and its daemon.
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import os
 import shutil
@@ -61,6 +62,19 @@ class Context:
         path = self.workdir / f"{name}-{uuid.uuid4().hex[:6]}"
         path.mkdir(parents=True)
         return path
+
+
+def compile_daemon(ctx: Context) -> Path:
+    """Write the bytecode of the package the daemon runs, as an installed package has it.
+
+    Python reads __pycache__ even where PYTHONDONTWRITEBYTECODE (set on some build machines)
+    keeps it from writing it; without it each start of the daemon, and of its parsing
+    worker, compiles its 11,000 lines again: a sixth of the time from exec to READY=1.
+    """
+    package = (ctx.daemon_path or Path(__file__).resolve().parents[1]) / "jobcompd"
+    if not compileall.compile_dir(package, quiet=1):
+        raise RuntimeError(f"{package}: could not compile the daemon's modules")
+    return package
 
 
 # -- numbers -------------------------------------------------------------------------------
