@@ -8,10 +8,10 @@ batches (steady operation, a handful of records per loop round) are parsed in th
 before: a round trip to the worker would only add latency.
 
 The daemon talks to the worker over two pipes that its main loop reads and writes without
-blocking (``pump``), as it does everything else: no thread of ours in between. (With
-concurrent.futures' ProcessPoolExecutor, two threads of the daemon and a lock per batch
-cost 0.7 s of CPU per 100,000 records, and their GIL hand-offs left a core idle a tenth of a
-drain: bench/.)
+blocking (``pump``), as it does everything else: no thread in between. (With
+concurrent.futures' ProcessPoolExecutor, its two helper threads in the daemon cost 0.74 s of
+CPU per 100,000 records, and their GIL hand-offs with the main loop left the machine 13%
+idle during a drain of segments, 5% without them: bench/.)
 
 The worker is started at the first big batch, is a child of the daemon (it dies with it:
 PR_SET_PDEATHSIG) and ignores the signals meant for the daemon. If it cannot be started or
