@@ -138,7 +138,7 @@ class Daemon:
         self.seg_watcher = SpoolWatcher(self.spool.seg, self.wake)
         #: batches with the parsing worker (oldest first), how many records, which files.
         self.parser = parsepool.ParsePool()
-        #: (the worker's future, or None when parsed here; the batch; its results if known)
+        #: (the worker's batch, or None when parsed here; the records; their results if known)
         self._parsing: deque[tuple[parsepool.Batch | None, list[_Item],
                                    list[parsepool.Parsed] | None]] = deque()
         self._parsing_count = 0
@@ -428,17 +428,17 @@ class Daemon:
         if not self._parsing and not _worth_a_worker(items):
             self._admit(items, self._parse_here(items))
             return
-        with_worker = sum(1 for future, _, _ in self._parsing if future is not None)
-        future = None
+        with_worker = sum(1 for batch, _, _ in self._parsing if batch is not None)
+        batch = None
         if with_worker < parsepool.MAX_BATCHES:
-            future = self.parser.submit(*self._parse_args(items))
-        if future is None and not self._parsing:
+            batch = self.parser.submit(*self._parse_args(items))
+        if batch is None and not self._parsing:
             self._admit(items, self._parse_here(items))
             return
         # The worker has enough to do (or is gone): parse this batch here, and queue it
         # behind the worker's so that records keep their order.
-        results = None if future is not None else self._parse_here(items)
-        self._parsing.append((future, items, results))
+        results = None if batch is not None else self._parse_here(items)
+        self._parsing.append((batch, items, results))
         self._parsing_count += len(items)
         self._parsing_names.update(name for name, _, _, frame in items if frame is None)
         self._take_parsed()
@@ -446,14 +446,14 @@ class Daemon:
     def _take_parsed(self) -> None:
         """Admit the batches the worker has finished, oldest first."""
         while self._parsing and self._batch_done(self._parsing[0][0]):
-            future, items, results = self._parsing.popleft()
+            batch, items, results = self._parsing.popleft()
             self._parsing_count -= len(items)
             self._parsing_names.difference_update(
                 name for name, _, _, frame in items if frame is None)
             if results is None:
-                assert future is not None
+                assert batch is not None
                 try:
-                    results = future.result()
+                    results = batch.result()
                 except Exception as e:  # the worker died, or could not pickle
                     self.parser.failed(e)
                     results = self._parse_here(items)
@@ -470,8 +470,8 @@ class Daemon:
         return parsepool.parse_batch(*self._parse_args(items))
 
     @staticmethod
-    def _batch_done(future: parsepool.Batch | None) -> bool:
-        return future is None or future.done()
+    def _batch_done(batch: parsepool.Batch | None) -> bool:
+        return batch is None or batch.done()
 
     def _admit(self, items: list[_Item], results: list[parsepool.Parsed]) -> None:
         """Put parsed records into the window and produce them, in order."""

@@ -287,14 +287,18 @@ class ParsePool:
             log.error("parse_worker_failed", error=f"{type(error).__name__}: {error}",
                       detail="records are parsed in the main loop from now on; nothing is lost")
         self.usable = False
-        for batch in self._waiting:
-            batch._error = error if isinstance(error, WorkerGone) else WorkerGone(str(error))
-        self._waiting.clear()
+        self._fail_waiting(error if isinstance(error, WorkerGone) else WorkerGone(str(error)))
         self.shutdown(wait=False)
 
+    def _fail_waiting(self, error: WorkerGone) -> None:
+        for batch in self._waiting:
+            batch._error = error
+        self._waiting.clear()
+
     def shutdown(self, wait: bool = True) -> None:
-        """End the worker (after the batch it is parsing, with ``wait``); batches not
-        started are dropped: their records are still in the spool."""
+        """End the worker (letting it finish the batch it is parsing, with ``wait``); the
+        batches it had are failed (their records are still in the spool)."""
+        self._fail_waiting(WorkerGone("the parsing worker was stopped"))
         proc, self._proc = self._proc, None
         if proc is None:
             return

@@ -191,6 +191,9 @@ class Spool:
         self.new = self.root / "new"
         self.failed = self.root / "failed"
         self.seg = self.root / "seg"
+        #: new/ as text, joined to a name with one f-string per record: a Path per record
+        #: (join, fspath, str) was 4-6% of the main loop at 1,000 records/s (py-spy).
+        self._new_text = os.fspath(self.new)
         self.max_record_bytes = max_record_bytes
         self.allowed_uids = allowed_uids
         self._last_ns = 0
@@ -293,7 +296,7 @@ class Spool:
         RejectedFile.
         """
         _check_entry_name(name)
-        path = self.new / name
+        path = f"{self._new_text}/{name}"
         try:
             fd = open_for_reading(path)
         except FileNotFoundError:
@@ -335,7 +338,7 @@ class Spool:
                                "read; a record must be complete before it is renamed into new/")
         return data
 
-    def _open_error(self, name: str, path: Path, e: OSError) -> RejectedFile:
+    def _open_error(self, name: str, path: str, e: OSError) -> RejectedFile:
         if e.errno == errno.ELOOP:
             return RejectedFile(name, "symlink",
                                 f"{path} is a symbolic link; records must be regular files "
@@ -348,7 +351,7 @@ class Spool:
                             f"cannot open {path}: {e.strerror}; the daemon's user must be "
                             "able to read records (mode 0600, owned by SpoolOwners)")
 
-    def _check_stat(self, name: str, path: Path, st: os.stat_result) -> None:
+    def _check_stat(self, name: str, path: str, st: os.stat_result) -> None:
         if not stat.S_ISREG(st.st_mode):
             raise RejectedFile(name, "not_regular",
                                f"{path} is not a regular file "

@@ -84,6 +84,16 @@ def test_a_killed_worker_fails_its_batches_and_the_pool_parses_no_more():
     assert not _alive(pid)
 
 
+def test_batches_still_with_a_stopped_worker_fail_instead_of_waiting_for_ever():
+    pool = parsepool.ParsePool()
+    submitted = pool.submit(items() * 50, "cl", False, False)
+    assert submitted is not None
+    pool.shutdown()
+    assert submitted.done()
+    with pytest.raises(parsepool.WorkerGone, match="stopped"):
+        submitted.result()
+
+
 _ORPHAN = textwrap.dedent("""
     import os, sys, time
     from jobcompd import parsepool
