@@ -374,7 +374,7 @@ class Daemon:
             self._rescan_requested = True
         seg_names, seg_overflowed = self.seg_watcher.take()
         if seg_names or seg_overflowed:
-            self.segments.dirty = True
+            self.segments.notice(seg_names, seg_overflowed)
         if names or seg_names:
             self._arrived_at = time.monotonic()
         window, retiring, parsing = self.window, self.retirer.pending, self._parsing_names
@@ -385,7 +385,7 @@ class Daemon:
     def _rescan(self, now: float) -> None:
         self._rescan_requested = False
         self._next_rescan = now + self.config.params.rescan_interval_s
-        self.segments.dirty = True
+        self.segments.dirty = self.segments.listing_stale = True
         try:
             # Acknowledged files still waiting for their unlink are not new ones.
             queued = scan_into(self.queue, self.spool.scan,
@@ -493,8 +493,9 @@ class Daemon:
 
     def _read_segments(self) -> bool:
         """Read the next frames from seg/ into ``frames``; False if there were none."""
-        for rejected in self.segments.refresh():
-            self._dead_letter_segment(rejected.name, rejected.reason, str(rejected))
+        if self.segments.listing_stale:
+            for rejected in self.segments.refresh():
+                self._dead_letter_segment(rejected.name, rejected.reason, str(rejected))
         try:
             frames, torn = self.segments.read(READ_CHUNK)
         except OSError as e:

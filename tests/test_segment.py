@@ -571,6 +571,29 @@ def test_store_reads_frames_in_segment_order_once_each(seg: Path, stores):
     assert store.outstanding() == 7
 
 
+def test_store_lists_seg_again_only_when_inotify_names_a_segment_it_does_not_know(
+        seg: Path, stores):
+    """A hook's append to a known segment (through ``current``) is read without listing seg/;
+    a new segment's name, or an inotify overflow, makes the next read list it first."""
+    first = put(seg, [1, 2])
+    store = stores(seg)
+    store.refresh()
+    assert store.read(1 << 30)[0] == expected_frames(first)
+    more = put(seg, [3])
+    store.notice([segment.CURRENT, first[0][0]], overflowed=False)
+    assert store.dirty and not store.listing_stale
+    assert store.read(1 << 30)[0] == expected_frames(first + more)[2:]
+    assert seal_current(seg)
+    new = put(seg, [4])
+    store.notice([new[0][0], segment.CURRENT], overflowed=False)
+    assert store.listing_stale
+    store.refresh()
+    assert not store.listing_stale
+    assert store.read(1 << 30)[0] == expected_frames(new)
+    store.notice([], overflowed=True)
+    assert store.listing_stale
+
+
 def test_store_reads_everything_once_with_a_small_budget(seg: Path, stores):
     written = []
     for batch in ([1, 2], [3], [4, 5, 6]):
