@@ -14,7 +14,11 @@ the same dump twice gives the same ids, and consumers can drop the repeats.
 Input: one or more JSON documents (a whole dump, or several concatenated, for example one
 ``scontrol show job --json <id>`` per line), each ``{"jobs": [...]}`` or a single job object.
 A job that is not valid JSON, or not a job Slurm could have sent a record for, is reported by
-its index and skipped; a document cut off in the middle keeps the jobs before the cut.
+its index and skipped; a document cut off in the middle keeps the jobs before the cut. Errors
+that Slurm itself put into a dump (``"errors": [...]``, for example "Invalid job id
+specified") are reported and make the run fail, like an invalid job: the dump lacks jobs it
+was asked for. slurmrestd's responses (``/slurm/v0.0.x/job(s)``, ``/slurmdb/v0.0.x/job(s)``)
+have the same shape and are read alike.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import grp
+import itertools
 import mmap
 import os
 import pwd
@@ -61,6 +66,8 @@ UNKNOWN_NAME = "unknown user or group"
 TOO_LARGE = "too large for the spool"
 _REASONS = (NOT_FINISHED, FILTERED, INVALID, UNKNOWN_NAME, TOO_LARGE)
 _PROBLEMS = frozenset({INVALID, UNKNOWN_NAME, TOO_LARGE})
+#: Not a job: an error Slurm reported in the dump instead of (some of) its jobs.
+SLURM_ERROR = "error reported by Slurm"
 
 
 # ------------------------------------------------------------------------------------------
@@ -74,6 +81,7 @@ class Item:
     where: str  # "job #17": its position in the input, for messages
     job: dict[str, Any] | None
     error: str | None = None
+    slurm_error: bool = False  # not a job: an error Slurm reported in the dump
 
 
 class _Dump(msgspec.Struct):
@@ -81,15 +89,37 @@ class _Dump(msgspec.Struct):
     100,000-job dump is never held as Python objects all at once."""
 
     jobs: list[msgspec.Raw]
+    errors: list[Any] = []
+
+
+class _ErrorsOnly(msgspec.Struct):
+    """What Slurm 23.02 prints instead of a dump when the query failed: no ``jobs``."""
+
+    errors: list[Any]
 
 
 def read_jobs(data: bytes | mmap.mmap) -> tuple[int | None, Iterator[Item]]:
-    """The number of jobs (None when unknown up front) and the jobs of ``data``, in order."""
+    """The number of jobs (None when unknown up front) and the jobs of ``data``, in order;
+    errors Slurm reported in the dump come first, as items with ``slurm_error`` set."""
     try:
         dump = msgspec.json.decode(data, type=_Dump)
     except (msgspec.DecodeError, RecursionError):
         return None, _read_tolerant(data)
-    return len(dump.jobs), (_decode_job(i, raw) for i, raw in enumerate(dump.jobs, 1))
+    jobs = (_decode_job(i, raw) for i, raw in enumerate(dump.jobs, 1))
+    return len(dump.jobs), itertools.chain(_slurm_errors(dump.errors, "the dump"), jobs)
+
+
+def _slurm_errors(errors: list[Any], where: str) -> Iterator[Item]:
+    """The entries of a dump's ``errors`` list (slurmrestd/data_parser's error objects:
+    ``error``, ``description``, ``error_number``, ``source``) as report items."""
+    for entry in errors:
+        if isinstance(entry, dict):
+            text = " ".join(str(entry[k]) for k in ("error", "description") if entry.get(k))
+            number = entry.get("error_number")
+            text = f"{text or 'an error'}" + (f" (error {number})" if number else "")
+        else:
+            text = str(entry)
+        yield Item(where, None, f"Slurm reported: {text}", slurm_error=True)
 
 
 def _decode_job(index: int, raw: bytes | msgspec.Raw) -> Item:
@@ -113,9 +143,14 @@ def _read_tolerant(data: bytes | mmap.mmap) -> Iterator[Item]:
         except (msgspec.DecodeError, RecursionError):
             pass
         else:
+            yield from _slurm_errors(dump.errors, f"the dump at byte {start}")
             for raw in dump.jobs:
                 index += 1
                 yield _decode_job(index, raw)
+            continue
+        with contextlib.suppress(msgspec.DecodeError, RecursionError):
+            failed = msgspec.json.decode(span, type=_ErrorsOnly)
+            yield from _slurm_errors(failed.errors, f"the dump at byte {start}")
             continue
         with contextlib.suppress(msgspec.DecodeError, RecursionError):
             single = msgspec.json.decode(span)
@@ -253,17 +288,23 @@ class Summary:
     read: int = 0
     written: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    slurm_errors: int = 0
 
     @property
     def problems(self) -> int:
-        return sum(n for reason, n in self.skipped.items() if reason in _PROBLEMS)
+        own = sum(n for reason, n in self.skipped.items() if reason in _PROBLEMS)
+        return own + self.slurm_errors
 
     def line(self, *, dry_run: bool) -> str:
         verb = "would be written" if dry_run else "written"
         total = sum(self.skipped.values())
         reasons = ", ".join(f"{self.skipped[r]} {r}" for r in _REASONS if self.skipped[r])
         skipped = f"{total} skipped ({reasons})" if total else "0 skipped"
-        return f"{self.read} jobs read, {self.written} {verb}, {skipped}"
+        errors = ""
+        if self.slurm_errors:
+            plural = "s" if self.slurm_errors > 1 else ""
+            errors = f"; {self.slurm_errors} {SLURM_ERROR}{plural} in the dump"
+        return f"{self.read} jobs read, {self.written} {verb}, {skipped}{errors}"
 
 
 class LocalIds:
@@ -307,6 +348,10 @@ def backfill(
     """
     summary = Summary()
     for item in items:
+        if item.slurm_error:
+            report(f"{item.where}: {item.error}")
+            summary.slurm_errors += 1
+            continue
         summary.read += 1
         progress(summary.read)
         reason = _one(item, emit, summary, send_script, send_comment, since, until, ids, report)
@@ -515,7 +560,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         )
         return EX_IOERR
     bar.close()
-    if total is None and summary.read == 0:
+    if total is None and summary.read == 0 and not summary.slurm_errors:
         say(f"{args.file} holds no JSON: expected a sacct or scontrol --json dump")
         return EX_DATAERR
     where = "" if args.dry_run else f" into {spool.new}"

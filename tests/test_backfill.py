@@ -398,6 +398,32 @@ def test_command_errors(tmp_path: Path, argv, code, words):
     assert got == code and words in err
 
 
+@pytest.mark.parametrize(
+    "dump",
+    [  # slurmrestd/scontrol of 23.11+ (an empty job list), and of 23.02 (no "jobs" at all)
+        b'{"jobs": [], "errors": [{"description": "Unable to query JobId=306", '
+        b'"error_number": 2017, "error": "Invalid job id specified"}], "warnings": []}',
+        b'{"errors": [{"description": "Unable to query JobId=306", "error_number": 2017, '
+        b'"error": "Invalid job id specified"}], "warnings": []}',
+    ],
+)
+def test_errors_slurm_put_into_the_dump_are_reported_with_exit_65(setup, dump: bytes):
+    conf, _ = setup
+    code, _, err = command(["backfill", "-c", str(conf), "-"], stdin=dump)
+    assert code == 65
+    assert "Slurm reported: Invalid job id specified Unable to query JobId=306 (error 2017)" in err
+    assert "0 jobs read, 0 written, 0 skipped; 1 error reported by Slurm in the dump" in err
+
+
+def test_pending_and_running_jobs_are_not_finished_whatever_their_other_fields():
+    jobs = json.loads(SCONTROL.read_bytes())["jobs"]
+    odd = [{**j, "exit_code": "odd", "time_limit": "odd"} for j in jobs if j["job_id"] in
+           (1008, 1009)]  # fmt: skip
+    summary, written, reports = run(bf.read_jobs(json.dumps({"jobs": odd}).encode())[1])
+    assert summary.skipped == {"not finished": 2} and not written and not reports
+    assert summary.problems == 0
+
+
 def test_empty_input_is_an_error_but_an_empty_dump_is_not(setup, tmp_path: Path):
     conf, _ = setup
     empty = tmp_path / "empty.json"

@@ -10,7 +10,15 @@ below are described once, neutrally, and written in every shape that can express
     sacct-<version>.json      {"jobs": [...]} as `sacct --json` prints it
 
 Only the keys jobcompd reads, plus a few it must ignore, are written; real dumps carry many
-more. The expected messages (expected/*.expected) come from jobcompd and were checked by hand
+more. Each shape was checked against a real capture of that release (the real dumps in
+../shared/slurm/real-dumps/, see tests/test_real_dumps.py, which also compares the shape of
+every key jobcompd reads): 23.02 scontrol prints exit codes as uint32 {"set", ...} wait
+statuses; 23.02 to 24.11 scontrol print the standard-stream paths expanded (stdout's default
+when unset, stderr falling back to stdout); sacct prints an allocation's energy count as -2
+(NO_VAL64 through its int64 dumper) from 23.02 on; sacct of 24.05 to 25.05 prints
+`<work dir>/slurm-%j.out` for a batch job that set no stdout; 22.05 sacct prints nulls for
+empty strings. The expected messages (expected/*.expected) come from jobcompd and were
+checked by hand
 against the job list below; regenerate them with `python -m tests.test_jobjson --write`
 after a deliberate change, and check the diff.
 
@@ -31,12 +39,14 @@ TRES_REQ = [("cpu", "", 1, 8), ("mem", "", 2, 16000), ("node", "", 4, 2), ("bill
 TRES_ALLOC = [
     ("cpu", "", 1, 8),
     ("mem", "", 2, 16384),
-    ("energy", "", 3, 0),
+    ("energy", "", 3, -2),
     ("node", "", 4, 2),
     ("billing", "", 5, 8),
     ("gres", "gpu", 1001, 2),
 ]
 ONE_CPU = [("cpu", "", 1, 1), ("mem", "", 2, 1536), ("node", "", 4, 1), ("billing", "", 5, 1)]
+ONE_CPU_ALLOC = [("cpu", "", 1, 1), ("mem", "", 2, 1536), ("energy", "", 3, -2), ("node", "", 4, 1),
+                 ("billing", "", 5, 1)]  # fmt: skip
 
 BASE = {
     "array_job_id": 0,
@@ -61,7 +71,7 @@ BASE = {
     "cpus_per_task": 1,
     "work_dir": "/home/alice",
     "stdin": "/dev/null",
-    "stdout": "/home/alice/slurm-%j.out",
+    "stdout": "",
     "stderr": "",
     "features": "",
     "excluded": "",
@@ -76,7 +86,7 @@ BASE = {
     "tres_req_str": "cpu=1,mem=1.50G,node=1,billing=1",
     "tres_alloc_str": "cpu=1,mem=1.50G,node=1,billing=1",
     "tres_req": ONE_CPU,
-    "tres_alloc": ONE_CPU,
+    "tres_alloc": ONE_CPU_ALLOC,
     "nodes": "node07",
     "cpus": 1,
     "node_count": 1,
@@ -225,13 +235,13 @@ def state_value(j, *, as_list):
 def scontrol_job(j, version):
     parser = SCONTROL[version]
     new_times = parser != "v0.0.39"  # times are {"set", ...} from 23.11 on
-    decoded_exit = parser >= "v0.0.41"  # 23.11 (v0.0.40) still prints raw statuses
+    old_exit = parser == "v0.0.39"  # 23.02: the raw wait status as a uint32 number object
 
     def t(value):
         return numobj(value, unset=0) if new_times else value
 
     def exit_code(raw):
-        return exit_object(raw, old=False) if decoded_exit else raw
+        return numobj(raw) if old_exit else exit_object(raw, old=False)
 
     return {
         "account": j["account"],
@@ -281,9 +291,7 @@ def scontrol_job(j, version):
         "resv_name": j["reservation"],
         "start_time": t(j["start"]),
         "state_reason": "None",
-        "standard_error": j["stderr"],
-        "standard_input": j["stdin"],
-        "standard_output": j["stdout"],
+        **streams(j, expanded=parser < "v0.0.43"),
         "submit_time": t(j["submit"]),
         "time_limit": numobj(j["time_limit"]),
         "tres_req_str": j["tres_req_str"],
@@ -295,7 +303,25 @@ def scontrol_job(j, version):
     }
 
 
-def tres_list(items):
+def streams(j, *, expanded):
+    """v0.0.39-42 print slurm_get_job_std*(): patterns expanded, stdout's default when
+    unset, stderr falling back to stdout. v0.0.43+ print the paths as submitted and add
+    the expanded ones."""
+    def expand(path):
+        return path.replace("%j", str(j["job_id"]))
+
+    out = expand(j["stdout"]) if j["stdout"] else f"{j['work_dir']}/slurm-{j['job_id']}.out"
+    err = expand(j["stderr"]) if j["stderr"] else out
+    if expanded:
+        return {"standard_error": err, "standard_input": j["stdin"], "standard_output": out}
+    return {"standard_input": j["stdin"], "standard_output": j["stdout"],
+            "standard_error": j["stderr"], "stdin_expanded": j["stdin"],
+            "stdout_expanded": out, "stderr_expanded": err}
+
+
+def tres_list(items, *, signed=True):
+    if not signed:  # 22.05 prints no energy entry
+        items = [i for i in items if i[3] != -2]
     return [{"type": k, "name": n, "id": i, "count": c} for k, n, i, c in items if c]
 
 
@@ -315,14 +341,13 @@ def sacct_job(j, version):
             "job_id": j["array_job_id"],
             "limits": {"max": {"running": {"tasks": 0}}},
             "task": "",
-            "task_id": plain(j["array_task_id"]) if old else numobj(j["array_task_id"]),
+            "task_id": num(j["array_task_id"]),
         },
         "association": {
             "account": j["account"],
             "cluster": j["assoc_cluster"],
             "partition": "",
             "user": j["user"],
-            "id": 7,
         },
         "cluster": "mycluster",
         "constraints": j["features"],
@@ -336,7 +361,7 @@ def sacct_job(j, version):
             "submission": j["submit"],
             "suspended": 0,
             "system": {"seconds": 0, "microseconds": 0},
-            "limit": plain(j["time_limit"]) if old else numobj(j["time_limit"]),
+            "limit": num(j["time_limit"]),
             "total": {"seconds": 0, "microseconds": 0},
             "user": {"seconds": 0, "microseconds": 0},
         },
@@ -365,13 +390,18 @@ def sacct_job(j, version):
             "reason": "None",
         },
         "steps": [],
-        "tres": {"allocated": tres_list(j["tres_alloc"]), "requested": tres_list(j["tres_req"])},
+        "tres": {
+            "allocated": tres_list(j["tres_alloc"], signed=parser != "dbv0.0.38"),
+            "requested": tres_list(j["tres_req"]),
+        },
         "user": j["user"],
         "wckey": {"wckey": j["wckey"], "flags": []} if j["wckey"] else None,
         "working_directory": j["work_dir"],
     }
-    if not old:
+    if parser != "dbv0.0.38":
         out["het"]["job_offset"] = numobj(j["het_job_offset"])
+    else:  # 22.05 prints empty strings as null
+        nulls(out)
     if parser != "dbv0.0.38":  # 23.02 added the script, failed node and submit line
         out["script"] = j["script"]
         out["failed_node"] = j["failed_node"]
@@ -379,7 +409,27 @@ def sacct_job(j, version):
     if parser >= "v0.0.41":  # 24.05 added the standard streams and the restart count
         out["stdin"], out["stdout"], out["stderr"] = j["stdin"], j["stdout"], j["stderr"]
         out["restart_cnt"] = 1 if j["flags"] else 0
+        out["time"]["planned"] = numobj(0)
+    if "v0.0.41" <= parser <= "v0.0.43" and not j["stdout"]:
+        # slurmctld's _fill_stdout_str: the default path goes into the database
+        pattern = "%A_%a" if j["array_job_id"] else "%j"
+        out["stdout"] = f"{j['work_dir']}/slurm-{pattern}.out"
+    if parser >= "v0.0.43":
+        out["reservation"]["requested"] = ""
+    if parser >= "v0.0.40":
+        out["association"]["id"] = 7
     return out
+
+
+def nulls(out):
+    """dbv0.0.38 prints unset strings as null: comments, container, TRES names."""
+    out["comment"] = {k: v or None for k, v in out["comment"].items()}
+    out["container"] = out["container"] or None
+    out["association"]["partition"] = None
+    out["array"]["task"] = None
+    for items in out["tres"].values():
+        for item in items:
+            item["name"] = item["name"] or None
 
 
 def meta(parser):
