@@ -51,27 +51,21 @@ def count(ctx: Context) -> int:
 
 
 def drain_once(
-    ctx: Context, tansu: Tansu, n: int, profile_to: Path | None = None, *,
-    segments: bool = False,
+    ctx: Context, tansu: Tansu, n: int, profile_to: Path | None = None
 ) -> dict[str, float]:
-    """One drain of ``n`` records (files in new/, or frames in segments of seg/); its rate,
-    start-up time, peak RSS, CPU and duplicates."""
+    """One drain of ``n`` records in new/; its rate, start-up time, peak RSS, CPU and
+    duplicates."""
     root = ctx.scratch(NAME)
     try:
         spool = workload.make_spool(root / "spool")
-        if segments:
-            workload.fill_segments(spool, n)
-            drained = lambda: workload.no_segments(spool)  # noqa: E731
-        else:
-            workload.fill_new_parallel(spool, n)
-            drained = lambda: new_is_empty(spool)  # noqa: E731
+        workload.fill_new_parallel(spool, n)
         settle()
         with daemon(ctx, root, tansu) as d:
             ready = d.wait_ready()
             cpu_at_ready = cpu_seconds(d.pid)
             spy = _start_py_spy(d.pid, profile_to) if profile_to else None
             wait_until(
-                drained,
+                lambda: new_is_empty(spool),
                 timeout=max(120, n / 200),
                 interval=0.05,
                 what=f"{n:,} records to drain",
@@ -194,11 +188,9 @@ def _notes(results: list[dict[str, float]]) -> str:
 def run(ctx: Context) -> list[Row]:
     n = count(ctx)
     results = []
-    seg_results = []
     with broker(ctx, NAME) as tansu:
         for _ in range(ctx.runs):
             results.append(drain_once(ctx, tansu, n))
-            seg_results.append(drain_once(ctx, tansu, n, segments=True))
         if ctx.profile is not None:
             ctx.profile.mkdir(parents=True, exist_ok=True)
             folded = ctx.profile / "drain-profile.folded"
@@ -222,14 +214,6 @@ def run(ctx: Context) -> list[Row]:
             goal=f">= {GOAL_RATE:,}",
             met=rate >= GOAL_RATE,
             note=_notes(results),
-        ),
-        Row(
-            "2. drain backlog, segments",
-            f"records/s, {n:,} frames in seg/ (as hooks leave them), exec to seg/ empty",
-            f"{median([r['rate'] for r in seg_results]):,.0f}",
-            goal=f">= {GOAL_RATE:,}",
-            met=median([r["rate"] for r in seg_results]) >= GOAL_RATE,
-            note=_notes(seg_results),
         ),
         Row(
             "2. drain vs ceiling (b)",

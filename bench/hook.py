@@ -59,19 +59,10 @@ def tool(name: str) -> str:
 
 
 def _clear(spool: Path) -> None:
-    for sub in ("new", "tmp", "seg"):
+    for sub in ("new", "tmp"):
         if (spool / sub).is_dir():
             for e in os.scandir(spool / sub):
                 os.unlink(e.path)
-
-
-def _use_segments(spool: Path, on: bool) -> None:
-    """The compiled hook appends to segments when seg/ exists, and writes files otherwise."""
-    _clear(spool)
-    if on:
-        (spool / "seg").mkdir(exist_ok=True)
-    elif (spool / "seg").exists():
-        (spool / "seg").rmdir()
 
 
 def build_c_hook(out_dir: Path) -> Path:
@@ -155,18 +146,13 @@ def run(ctx: Context) -> list[Row]:
             c_error = ""
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             c_hook, c_error = None, str(exc)
-        _use_segments(spool, False)
+        _clear(spool)
         hook_ms(spawner, HOOK, spool, 5)  # page cache warm
         sh_times = hook_ms(spawner, HOOK, spool, n)
         c_times: list[float] = []
-        c_seg_times: list[float] = []
         if c_hook is not None:
             hook_ms(spawner, c_hook, spool, 5)
             c_times = hook_ms(spawner, c_hook, spool, n)
-            _use_segments(spool, True)
-            hook_ms(spawner, c_hook, spool, 5)
-            c_seg_times = hook_ms(spawner, c_hook, spool, n)
-            _use_segments(spool, False)
         parts = anatomy_ms(spawner, spool, max(20, n // 3))
     finally:
         spawner.close()
@@ -174,9 +160,7 @@ def run(ctx: Context) -> list[Row]:
     rows = [cost_row("sh", sh_times, env_size, note="; six program starts, see anatomy")]
     if c_hook is not None:
         rows.append(cost_row("C", c_times, env_size,
-                             note="; one file per record; one program, no starts"))
-        rows.append(cost_row("C, segments", c_seg_times, env_size,
-                             note="; appends to seg/current, one fdatasync"))
+                             note="; one program, no starts"))
     else:
         rows.append(
             Row(

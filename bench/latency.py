@@ -11,8 +11,7 @@ with the benchmark for a GIL), following the hook's protocol exactly (write in t
 rename into new/, fsync new/): the hook itself costs milliseconds of fork and exec per record,
 so 1,000 hooks/s would measure the machine's fork rate, not jobcompd. The achieved rate is
 reported, and so is the writers' own share of each latency (stamp to visible: their fsyncs),
-which no daemon can take back. A second 30 s run, on the same daemon, appends the records to
-segments of seg/ instead, the compiled hook's way (flock, one write, fdatasync).
+which no daemon can take back.
 
 The judged runs have no consumer on the machine, as on a real controller, where the topic is
 read elsewhere. A consumer here is not a bystander: Tansu keeps the topic in memory, and its
@@ -65,11 +64,10 @@ GOAL_P99_MS = 50.0
 
 
 def paced_drops(
-    spool: Path, rate: float, seconds: float, first_job: int, segments: bool = False
+    spool: Path, rate: float, seconds: float, first_job: int
 ) -> tuple[dict[int, int], dict[int, int]]:
-    """Drop records at ``rate`` per second for ``seconds`` (files into new/, or frames
-    appended to seg/); return {job id: drop time ns} and {job id: time it was visible, ns}."""
-    put = workload.append if segments else workload.drop
+    """Drop records into new/ at ``rate`` per second for ``seconds``; return {job id: drop
+    time ns} and {job id: time it was visible, ns}."""
     total = int(rate * seconds)
     drops: dict[int, int] = {}
     visible: dict[int, int] = {}
@@ -84,7 +82,7 @@ def paced_drops(
                 if delay > 0:
                     time.sleep(delay)
                 job = first_job + i
-                ns, seen = put(spool, job)
+                ns, seen = workload.drop(spool, job)
                 with lock:
                     drops[job] = ns
                     visible[job] = seen
@@ -126,23 +124,22 @@ def hook_drops(spool: Path, seconds: float, first_job: int) -> dict[int, int]:
 
 
 def _paced_drops_timed(
-    spool: Path, rate: float, seconds: float, first_job: int, segments: bool
+    spool: Path, rate: float, seconds: float, first_job: int
 ) -> tuple[dict[int, int], dict[int, int], float]:
     cpu = time.process_time()
-    drops, visible = paced_drops(spool, rate, seconds, first_job, segments)
+    drops, visible = paced_drops(spool, rate, seconds, first_job)
     return drops, visible, time.process_time() - cpu
 
 
 def paced_drops_elsewhere(
-    spool: Path, rate: float, seconds: float, first_job: int, segments: bool = False
+    spool: Path, rate: float, seconds: float, first_job: int
 ) -> tuple[dict[int, int], dict[int, int], float]:
     """``paced_drops`` in a process of its own (spawned: this one has threads); also the
     CPU seconds the writers used (their fsyncs are not free: they share the machine)."""
     with concurrent.futures.ProcessPoolExecutor(
         1, mp_context=multiprocessing.get_context("spawn")
     ) as pool:
-        return pool.submit(_paced_drops_timed, spool, rate, seconds, first_job,
-                           segments).result()
+        return pool.submit(_paced_drops_timed, spool, rate, seconds, first_job).result()
 
 
 def machine_busy() -> tuple[float, float]:
@@ -233,14 +230,14 @@ class _Paced:
 
 
 def _paced_run(d: RunningDaemon, spool: Path, metrics_url: str, seconds: float,
-               first_job: int, segments: bool) -> _Paced:
+               first_job: int) -> _Paced:
     """Drop at RATE for ``seconds`` with no consumer on the machine; wait until the daemon
     has acknowledged them all (its histogram's count), and return what it recorded."""
     before = histogram(metrics_url)
     busy0, total0 = machine_busy()
     daemon_cpu0 = cpu_seconds(d.pid)
     t0 = time.monotonic()
-    drops, visible, writer_cpu = paced_drops_elsewhere(spool, RATE, seconds, first_job, segments)
+    drops, visible, writer_cpu = paced_drops_elsewhere(spool, RATE, seconds, first_job)
     took = time.monotonic() - t0
     daemon_cpu = cpu_seconds(d.pid) - daemon_cpu0
     busy1, total1 = machine_busy()
@@ -306,9 +303,8 @@ def run(ctx: Context) -> list[Row]:
                 got.wait_for(1 + len(drops) + len(hooked), timeout=120)
                 hook_lat = latencies_ms(hooked, got.times)
             # The judged runs: nothing else on the machine but the broker and the writers.
-            files = _paced_run(d, spool, metrics_url, seconds, first + 20_000_000, False)
-            segs = _paced_run(d, spool, metrics_url, seconds, first + 30_000_000, True)
-            total = 1 + len(drops) + len(hooked) + files.count + segs.count
+            files = _paced_run(d, spool, metrics_url, seconds, first + 20_000_000)
+            total = 1 + len(drops) + len(hooked) + files.count
             with arrivals(tansu.bootstrap, d.dut.topic) as check:
                 check.wait_for(total, timeout=120)  # every record arrived, once or more
             stop_daemon(d)
@@ -317,8 +313,6 @@ def run(ctx: Context) -> list[Row]:
     return [
         _judged_row("3. steady latency", "drop-to-ack", seconds, files,
                     "dropped into new/ (tmp/, fsync, rename, fsync new/)"),
-        _judged_row("3. steady latency, segments", "append-to-ack", seconds, segs,
-                    "appended to seg/ (flock, write, fdatasync)"),
         _row(
             "3. latency at a consumer",
             "drop-to-receipt",

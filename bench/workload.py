@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from jobcompd import record, segment
+from jobcompd import record
 
 #: First job id of a run; every record of a run gets its own id from here up.
 FIRST_JOB_ID = 4_200_000
@@ -148,40 +148,6 @@ def fill_new_parallel(spool: Path, count: int, processes: int = 4) -> None:
     os.sync()
 
 
-def fill_segments(spool: Path, count: int, first_job: int = FIRST_JOB_ID) -> int:
-    """Write ``count`` records as frames into sealed segments of ``spool/seg``, the way hooks
-    leave a backlog while the daemon is down (each segment sealed at the writers' limit of
-    64 MiB); then ``sync``. Returns the number of segments."""
-    seg = spool / "seg"
-    seg.mkdir(exist_ok=True)
-    base = time.time_ns() - count * 1_000 - 10**9
-    segments = 0
-    fd = -1
-    size = segment.WRITER_SEAL_BYTES
-    try:
-        for i in range(count):
-            if size >= segment.WRITER_SEAL_BYTES:
-                if fd >= 0:
-                    os.close(fd)
-                fd = os.open(seg / f"{base + i * 1_000:019d}.{os.getpid()}.seg",
-                             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-                segments += 1
-                size = 0
-            job = first_job + i
-            size += os.write(fd, segment.encode_frame(name(base + i * 1_000, job), dump(job)))
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    os.sync()
-    return segments
-
-
-def no_segments(spool: Path) -> bool:
-    """True when spool/seg holds no segment (every record in them delivered)."""
-    with os.scandir(spool / "seg") as it:
-        return not any(e.name.endswith(segment.SUFFIX) for e in it)
-
-
 def drop(spool: Path, job_id: int) -> tuple[int, int]:
     """Write one record the way the hook does -- tmp/, fsync, rename into new/, fsync new/.
 
@@ -207,16 +173,8 @@ def drop(spool: Path, job_id: int) -> tuple[int, int]:
     return ns, visible
 
 
-def append(spool: Path, job_id: int) -> tuple[int, int]:
-    """Append one record to a segment the way the compiled hook does (flock, one write,
-    fdatasync); returns (its name's time stamp, the time it was in the segment), like drop."""
-    ns = time.time_ns()
-    segment.append(spool / "seg", name(ns, job_id), dump(job_id))
-    return ns, time.time_ns()
-
-
 def make_spool(root: Path) -> Path:
-    """An empty spool (tmp/, new/, failed/, seg/) under ``root``."""
-    for sub in ("tmp", "new", "failed", "seg"):
+    """An empty spool (tmp/, new/, failed/) under ``root``."""
+    for sub in ("tmp", "new", "failed"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     return root

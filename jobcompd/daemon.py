@@ -20,7 +20,6 @@ import heapq
 import os
 import select
 import signal
-import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -31,7 +30,7 @@ from confluent_kafka import KafkaError, KafkaException
 from jobcompd import config as configmod
 from jobcompd import log as logmod
 from jobcompd import metrics as metricsmod
-from jobcompd import notify, parsepool, record, segment, spool, state
+from jobcompd import notify, record, spool, state
 from jobcompd import status as statusmod
 from jobcompd.config import Config, ConfigError
 from jobcompd.delivery import (
@@ -47,14 +46,11 @@ from jobcompd.delivery import (
 from jobcompd.httpintake import HttpIntake, HttpIntakeError
 from jobcompd.intake import PendingQueue, SpoolWatcher, scan_into
 from jobcompd.retirer import Retirer
-from jobcompd.segment import Frame, Torn
-from jobcompd.segstore import READ_CHUNK, SegmentStore
 
 log = structlog.get_logger("jobcompd")
 
 EX_OK = 0
 EX_UNAVAILABLE = 69
-EX_SOFTWARE = 70
 EX_CANTCREAT = 73
 EX_TEMPFAIL = 75
 EX_CONFIG = 78
@@ -84,14 +80,11 @@ SLOW_TICK_S = 10.0
 STATS_INTERVAL_MS = 30_000
 #: Timeout of the metadata request that tells a stalled producer from an unreachable broker.
 PROBE_TIMEOUT_S = 3.0
-#: sys.setswitchinterval: how long a thread may hold the GIL while others wait for it.
-SWITCH_INTERVAL_S = 0.001
 
-#: A record read and not yet parsed: its name (a file's, or seg/<segment>@<offset>), what its
-#: name says, its bytes, and (segment, offset, size) when it is a frame.
-_Item = tuple[str, spool.SpoolName, bytes, tuple[str, int, int] | None]
-
-_EVENT_OF_FILE = {"end": record.EVENT_END, "start": record.EVENT_START}
+#: A record read and not yet parsed: its file's name, what the name says, and its bytes.
+_Item = tuple[str, spool.SpoolName, bytes]
+#: What parsing gives per record: the record, or why it is not one.
+_Parsed = record.Record | str
 
 
 class Daemon:
@@ -132,17 +125,6 @@ class Daemon:
         self._last_error: str | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.watcher = SpoolWatcher(self.spool.new, self.wake)
-        #: segments of seg/, and the frames read from them that are not yet in the window.
-        self.segments = SegmentStore(self.spool.seg, allowed_uids=self.spool.allowed_uids)
-        self.frames: deque[Frame] = deque()
-        self.seg_watcher = SpoolWatcher(self.spool.seg, self.wake)
-        #: batches with the parsing worker (oldest first), how many records, which files.
-        self.parser = parsepool.ParsePool()
-        #: (the worker's batch, or None when parsed here; the records; their results if known)
-        self._parsing: deque[tuple[parsepool.Batch | None, list[_Item],
-                                   list[parsepool.Parsed] | None]] = deque()
-        self._parsing_count = 0
-        self._parsing_names: set[str] = set()
         self.retirer = Retirer(self.spool)
         self.metrics = metricsmod.Metrics()
         self.watchdog = notify.WatchdogTimer.from_env()
@@ -166,6 +148,12 @@ class Daemon:
             log.error("state_dir_unusable", path=str(self.config.state_dir), error=str(e))
             return EX_CANTCREAT
         try:
+            self.spool.refuse_segments()
+        except spool.SpoolError as e:
+            log.error("start_failed", error=str(e))
+            self.lock.release()
+            return EX_CONFIG
+        try:
             self._start()
         except (OSError, spool.SpoolError, KafkaException, HttpIntakeError) as e:
             log.error("start_failed", error=str(e))
@@ -184,11 +172,6 @@ class Daemon:
 
     def _start(self) -> None:
         cfg = self.config
-        # The retirer's threads need the GIL between their syscalls; a busy main loop lets
-        # them have it sooner than the default 5 ms (bench/: three interleaved pairs of
-        # segment drains, 1 ms ahead in each by 3-4%: 11,409/11,979/11,270 records/s against
-        # 11,071/11,523/10,808; no difference for a backlog of files).
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         for warning in cfg.warnings:
             log.warning("config_warning", detail=warning)
         for warning in self.spool.ensure_dirs():
@@ -204,7 +187,6 @@ class Daemon:
         self._install_signals()
         self.retirer.start()
         self.watcher.start()  # before the scan: a file arriving during the scan is not missed
-        self.seg_watcher.start()
         self._rescan(time.monotonic())
         log.info(
             "started",
@@ -312,9 +294,6 @@ class Daemon:
             if self._reload_requested:
                 self._reload_requested = False
                 self._reload()
-            works = self.segments.take_work()
-            if works:
-                self.retirer.retire_segments(works)
             self.retirer.collect()
             self._take_watch_events()
             if self._rescan_requested or now >= self._next_rescan or (
@@ -340,12 +319,8 @@ class Daemon:
         return ARRIVING_POLL_S if now - self._arrived_at < ARRIVING_S else BUSY_POLL_S
 
     def _has_work(self) -> bool:
-        if self._parsing and self._batch_done(self._parsing[0][0]):
-            return True
-        room = len(self.window) + self._parsing_count < self.config.params.max_inflight
-        return bool(self.ready) or self._stopping or (
-            room and len(self._parsing) < parsepool.MAX_QUEUED
-            and (bool(self.queue) or bool(self.frames) or self.segments.more))
+        room = len(self.window) < self.config.params.max_inflight
+        return bool(self.ready) or self._stopping or (room and bool(self.queue))
 
     def _idle_timeout(self, now: float) -> float:
         timeout = min(float(self.config.params.poll_interval_s or 1), self._next_rescan - now)
@@ -355,9 +330,8 @@ class Daemon:
         return max(0.0, timeout)
 
     def _wait(self, timeout: float) -> None:
-        read, write = self.parser.wait_fds()
         with contextlib.suppress(InterruptedError):
-            select.select([self._wake_r, *read], write, [], timeout)
+            select.select([self._wake_r], [], [], timeout)
         self._drain_wake_pipe()
 
     def _drain_wake_pipe(self) -> None:
@@ -372,24 +346,24 @@ class Daemon:
         if overflowed:
             log.warning("inotify_overflow", detail="rescanning the spool")
             self._rescan_requested = True
-        seg_names, seg_overflowed = self.seg_watcher.take()
-        if seg_names or seg_overflowed:
-            self.segments.notice(seg_names, seg_overflowed)
-        if names or seg_names:
+        if names:
             self._arrived_at = time.monotonic()
-        window, retiring, parsing = self.window, self.retirer.pending, self._parsing_names
         for name in names:
-            if name not in window and name not in retiring and name not in parsing:
+            if not self._on_its_way(name):
                 self.queue.add(name)
+
+    def _on_its_way(self, name: str) -> bool:
+        """Whether a spool name is in the window or acknowledged and being unlinked: such a
+        name seen again (a rescan, a late inotify event) must not be sent twice."""
+        return name in self.window or name in self.retirer.pending
 
     def _rescan(self, now: float) -> None:
         self._rescan_requested = False
         self._next_rescan = now + self.config.params.rescan_interval_s
-        self.segments.dirty = self.segments.listing_stale = True
         try:
             # Acknowledged files still waiting for their unlink are not new ones.
             queued = scan_into(self.queue, self.spool.scan,
-                               self.window.keys() | self.retirer.pending | self._parsing_names)
+                               self.window.keys() | self.retirer.pending)
         except OSError as e:
             log.error("spool_scan_failed", path=str(self.spool.new), error=str(e))
             return
@@ -400,84 +374,35 @@ class Daemon:
         """Read a batch of records, parse it, then produce it in one go.
 
         Producing back to back, rather than between file reads, lets librdkafka batch them
-        and wake its broker thread once per batch instead of once per record. A big batch (a
-        backlog) is parsed by the worker process while the main loop reads the next one; while
-        batches are with the worker, the following ones go there too, so records keep their
-        order.
+        and wake its broker thread once per batch instead of once per record.
         """
-        self._take_parsed()
-        limit = self.config.params.max_inflight
+        room = min(self.config.params.max_inflight - len(self.window), FILL_BATCH)
         items: list[_Item] = []
-        while (len(self.window) + self._parsing_count + len(items) < limit
-               and len(items) < FILL_BATCH and not self.ready
-               and len(self._parsing) < parsepool.MAX_QUEUED):
-            if self.frames:
-                item = self._read_frame(self.frames.popleft())
-            elif self.segments.dirty and self._read_segments():
-                continue
-            elif self.queue:
-                item = self._read(self.queue.pop())
-            elif self.segments.more and self._read_segments():
-                continue
-            else:
-                break
+        while len(items) < room and not self.ready and self.queue:
+            item = self._read(self.queue.pop())
             if item is not None:
                 items.append(item)
-        if not items:
-            return
-        if not self._parsing and not _worth_a_worker(items):
-            self._admit(items, self._parse_here(items))
-            return
-        with_worker = sum(1 for batch, _, _ in self._parsing if batch is not None)
-        batch = None
-        if with_worker < parsepool.MAX_BATCHES:
-            batch = self.parser.submit(*self._parse_args(items))
-        if batch is None and not self._parsing:
-            self._admit(items, self._parse_here(items))
-            return
-        # The worker has enough to do (or is gone): parse this batch here, and queue it
-        # behind the worker's so that records keep their order.
-        results = None if batch is not None else self._parse_here(items)
-        self._parsing.append((batch, items, results))
-        self._parsing_count += len(items)
-        self._parsing_names.update(name for name, _, _, frame in items if frame is None)
-        self._take_parsed()
+        if items:
+            self._admit(items, self._parse(items))
 
-    def _take_parsed(self) -> None:
-        """Admit the batches the worker has finished, oldest first."""
-        while self._parsing and self._batch_done(self._parsing[0][0]):
-            batch, items, results = self._parsing.popleft()
-            self._parsing_count -= len(items)
-            self._parsing_names.difference_update(
-                name for name, _, _, frame in items if frame is None)
-            if results is None:
-                assert batch is not None
-                try:
-                    results = batch.result()
-                except Exception as e:  # the worker died, or could not pickle
-                    self.parser.failed(e)
-                    results = self._parse_here(items)
-            self._admit(items, results)
-
-    def _parse_args(self, items: list[_Item]
-                    ) -> tuple[list[parsepool.Item], str, bool, bool]:
-        """What parse_batch takes for these records, with the configuration in force."""
+    def _parse(self, items: list[_Item]) -> list[_Parsed]:
+        """Each record's message, or the reason it is not one, with the configuration in force."""
         cfg = self.config
-        return ([(data, meta.fmt, meta.event) for _, meta, data, _ in items], cfg.cluster_name,
-                cfg.params.send_script, cfg.params.send_comment)
+        out: list[_Parsed] = []
+        for _, meta, data in items:
+            try:
+                out.append(record.parse_record(
+                    data, meta.fmt, cluster=cfg.cluster_name, event_hint=meta.event,
+                    send_script=cfg.params.send_script, send_comment=cfg.params.send_comment))
+            except record.RecordError as e:
+                out.append(str(e))
+        return out
 
-    def _parse_here(self, items: list[_Item]) -> list[parsepool.Parsed]:
-        return parsepool.parse_batch(*self._parse_args(items))
-
-    @staticmethod
-    def _batch_done(batch: parsepool.Batch | None) -> bool:
-        return batch is None or batch.done()
-
-    def _admit(self, items: list[_Item], results: list[parsepool.Parsed]) -> None:
+    def _admit(self, items: list[_Item], results: list[_Parsed]) -> None:
         """Put parsed records into the window and produce them, in order."""
         batch: list[Message] = []
-        for (name, meta, data, frame), parsed in zip(items, results, strict=True):
-            msg = self._message(name, meta, data, frame, parsed)
+        for (name, meta, _), parsed in zip(items, results, strict=True):
+            msg = self._message(name, meta, parsed)
             if msg is not None:
                 self.window[msg.name] = msg
                 self._count("ingested")
@@ -491,47 +416,10 @@ class Daemon:
                 self.ready.extend(batch[i + 1:])
                 return
 
-    def _read_segments(self) -> bool:
-        """Read the next frames from seg/ into ``frames``; False if there were none."""
-        if self.segments.listing_stale:
-            for rejected in self.segments.refresh():
-                self._dead_letter_segment(rejected.name, rejected.reason, str(rejected))
-        try:
-            frames, torn = self.segments.read(READ_CHUNK)
-        except OSError as e:
-            log.error("segment_read_failed", path=str(self.spool.seg), error=str(e))
-            self._rescan_requested = True
-            return False
-        for t in torn:
-            self._dead_letter_torn(t)
-        self.frames.extend(frames)
-        return bool(frames)
-
-    def _read_frame(self, frame: Frame) -> _Item | None:
-        """Take one frame of a segment as ``_read`` takes a file."""
-        ref = (frame.segment, frame.offset, frame.size)
-        # The frame header's pattern is a record name's: only the job id's range is left.
-        ns, job, event, fmt = frame.name.split(".")
-        meta = spool.SpoolName(frame.name, int(ns), int(job), event, fmt)
-        if meta.job_id > spool.MAX_JOB_ID:
-            try:
-                spool.parse_name(frame.name)  # for its words
-            except spool.RejectedFile as e:
-                self._dead_letter_frame(ref, f"{frame.segment}.{frame.offset}.bad",
-                                        frame.payload, e.reason, f"{frame.key}: {e}", None)
-            return None
-        if len(frame.payload) > self.spool.max_record_bytes:
-            self._dead_letter_frame(
-                ref, frame.name, frame.payload, "too_large",
-                f"{frame.key} holds {len(frame.payload)} bytes, more than the limit of "
-                f"{self.spool.max_record_bytes} bytes", meta.job_id)
-            return None
-        return frame.key, meta, frame.payload, ref
-
     def _read(self, name: str) -> _Item | None:
         """Read one spool file; dead-letter what cannot be a record."""
-        if name in self.window or name in self.retirer.pending or name in self._parsing_names:
-            return None  # already on its way, or delivered: never produced twice
+        if self._on_its_way(name):
+            return None  # never produced twice
         try:
             meta = spool.parse_name(name)
             data = self.spool.read(name)
@@ -549,21 +437,15 @@ class Daemon:
             log.error("spool_read_failed", file=name, error=str(e))
             self._rescan_requested = True
             return None
-        return name, meta, data, None
+        return name, meta, data
 
-    def _message(self, name: str, meta: spool.SpoolName, data: bytes,
-                 frame: tuple[str, int, int] | None, parsed: parsepool.Parsed) -> Message | None:
-        """The Message of a parsed record (a file's or a frame's); dead-letter what did not
-        parse, retire what needs no sending."""
+    def _message(self, name: str, meta: spool.SpoolName, parsed: _Parsed) -> Message | None:
+        """The Message of a parsed record; dead-letter what did not parse, retire what needs
+        no sending."""
         cfg = self.config
         if isinstance(parsed, str):
-            if frame is None:
-                self._dead_letter(name, "malformed", f"{self.spool.new / name}: {parsed}",
-                                  meta.job_id)
-            else:
-                self._dead_letter_frame(frame, meta.name, data, "malformed",
-                                        f"{self.spool.seg}/{frame[0]}@{frame[1]}: {parsed}",
-                                        meta.job_id)
+            self._dead_letter(name, "malformed", f"{self.spool.new / name}: {parsed}",
+                              meta.job_id)
             return None
         rec = parsed
         trace = self._trace
@@ -571,7 +453,7 @@ class Daemon:
             if trace:
                 log.debug("start_record_skipped", job_id=rec.job_id, job_event=rec.event, file=name,
                           detail="enable_job_start is off")
-            self._retire(name, frame)
+            self.retirer.retire(name)
             return None
         msg = Message(
             name=name,
@@ -582,7 +464,6 @@ class Daemon:
             record_id=rec.record_id,
             arrived_ns=meta.ns,
             attempts=self._attempts.pop(name, 0),
-            frame=frame,
         )
         if name in self._maybe_delivered:
             self._maybe_delivered.discard(name)
@@ -671,16 +552,9 @@ class Daemon:
             else:
                 self._failed(msg, err)
 
-    def _retire(self, name: str, frame: tuple[str, int, int] | None) -> None:
-        """The record is delivered (or needs no delivery): remove its file or punch its frame."""
-        if frame is None:
-            self.retirer.retire(name)
-        else:
-            self.segments.retire(*frame)
-
     def _delivered(self, msg: Message, rep: Report) -> None:
         del self.window[msg.name]
-        self._retire(msg.name, msg.frame)
+        self.retirer.retire(msg.name)
         self._broker_up = True
         self._count("delivered")
         self.metrics.delivered(msg.arrived_ns)
@@ -734,61 +608,19 @@ class Daemon:
 
     def _dead_letter_msg(self, msg: Message, reason: str, message: str) -> None:
         self.window.pop(msg.name, None)
-        if msg.frame is None:
-            self._dead_letter(msg.name, reason, message, msg.job_id, attempts=msg.attempts,
-                              job_event=msg.event)
-            return
-        try:
-            data = self.segments.read_back(*msg.frame)
-        except OSError as e:
-            log.error("dead_letter_failed", job_id=msg.job_id, file=msg.name, error=str(e),
-                      detail="the record stays in its segment and is sent again at a restart")
-            return
-        (_, _, name, payload), = segment.parse_frames(data, at_eof=True).frames
-        self._dead_letter_frame(msg.frame, name, payload, reason, message, msg.job_id,
-                                attempts=msg.attempts, job_event=msg.event)
-
-    def _dead_letter_frame(self, frame: tuple[str, int, int], name: str, data: bytes,
-                           reason: str, message: str, job_id: int | None, attempts: int = 0,
-                           job_event: str | None = None) -> None:
-        """Write a frame's record into failed/ as a file of its own, then punch the frame."""
-        where = f"seg/{frame[0]}@{frame[1]}"
-        self._report_dead_letter(where, reason, message, job_id=job_id, job_event=job_event,
-                                 failed_name=name)
-        try:
-            self.spool.dead_letter_data(name, data, reason, message, attempts=attempts,
-                                        job_id=job_id, segment=frame[0], offset=frame[1])
-        except (OSError, ValueError) as e:
-            log.error("dead_letter_failed", job_id=job_id, file=where, error=str(e),
-                      detail="the record stays in its segment and is tried again at a restart")
-            return
-        self.segments.retire(*frame)
-
-    def _dead_letter_torn(self, torn: Torn) -> None:
-        """Bytes of a segment that make no frame (a writer killed mid-write, a power cut)."""
-        name = f"{torn.segment}.{torn.offset}.torn"
-        self._dead_letter_frame(
-            (torn.segment, torn.offset, len(torn.data)), name, torn.data, "torn",
-            f"{self.spool.seg / torn.segment}: {len(torn.data)} bytes at offset {torn.offset} "
-            "are not a whole record (a writer was killed while appending, or a power cut); "
-            "they are kept in failed/ for inspection", None)
-
-    def _dead_letter_segment(self, name: str, reason: str, message: str) -> None:
-        """A file in seg/ that must not be read: moved to failed/ like a bad file of new/."""
-        self._report_dead_letter(f"seg/{name}", reason, message)
-        try:
-            self.spool.dead_letter(name, reason, message, source_dir=self.spool.seg)
-        except (OSError, ValueError) as e:
-            log.error("dead_letter_failed", file=f"seg/{name}", error=str(e))
+        self._dead_letter(msg.name, reason, message, msg.job_id, attempts=msg.attempts,
+                          job_event=msg.event)
 
     def _dead_letter(self, name: str, reason: str, message: str, job_id: int | None,
                      attempts: int = 0, job_event: str | None = None) -> None:
-        self._report_dead_letter(name, reason, message, job_id=job_id, job_event=job_event)
         try:
             self.spool.dead_letter(name, reason, message, attempts=attempts, job_id=job_id)
         except (OSError, ValueError) as e:
-            log.error("dead_letter_failed", job_id=job_id, file=name, error=str(e),
+            log.error("dead_letter_failed", job_id=job_id, file=name, reason=reason,
+                      error=str(e),
                       detail="the file stays in new/ and is retried at the next rescan")
+            return
+        self._report_dead_letter(name, reason, message, job_id=job_id, job_event=job_event)
 
     def _report_dead_letter(self, where: str, reason: str, message: str,
                             **fields: object) -> None:
@@ -939,10 +771,7 @@ class Daemon:
         if self.http is not None:
             self.http.stop()  # what it accepted is in the spool; Slurm retries the rest
         self.watcher.stop()
-        self.seg_watcher.stop()
-        self.parser.shutdown()  # what it was parsing stays in the spool, never produced
         if self.producer is None:
-            self.segments.close()
             return
         gen = self.producer.generation
         flush_ms = self.config.params.flush_timeout_ms
@@ -955,9 +784,7 @@ class Daemon:
             else:
                 pending.append(name)
         self.producer.abandon()
-        self.retirer.retire_segments(self.segments.take_work())
         self.retirer.stop()
-        self.segments.close()
         self._save_state(clean=True, pending=sorted(pending), in_flight=sorted(in_flight))
         self._phase = "stopped"
         self._tick(time.monotonic(), force=True)
@@ -995,12 +822,11 @@ class Daemon:
     def _tick(self, now: float, force: bool = False) -> None:
         """Bring STATUS=, the status file and the gauges up to date (every TICK_S)."""
         self._next_tick = now + TICK_S
-        self.segments.seal_due(now)
         slow = force or now >= self._next_slow_tick
         if slow:
             self._next_slow_tick = now + SLOW_TICK_S
             self._dead_letters = self._count_dead_letters()
-        backlog, truncated = len(self.queue) + len(self.frames), self.queue.truncated
+        backlog, truncated = len(self.queue), self.queue.truncated
         in_flight = len(self.window)
         oldest = self._oldest_pending_ns()
         dead = sum(v for k, v in self.counters.items() if k.startswith("dead_lettered"))
@@ -1014,15 +840,13 @@ class Daemon:
             notify.status(text)
         self.metrics.set_state(backlog=backlog, in_flight=in_flight, oldest_pending_ns=oldest,
                                broker_up=self._broker_up, backlog_truncated=truncated,
-                               dead_letters=self._dead_letters,
-                               segment_backlog_bytes=self.segments.unread_bytes())
+                               dead_letters=self._dead_letters)
         doc = statusmod.build_status(
             state=self._phase, started_at=self._started_at, backlog=backlog,
             in_flight=in_flight, oldest_pending_ns=oldest, broker_up=self._broker_up,
             counters=self.counters, config=statusmod.config_summary(self.config),
             last_error=self._last_error, last_error_at=self._last_error_at,
             backlog_truncated=truncated, dead_letters=self._dead_letters, interval_s=TICK_S,
-            segment_backlog_bytes=self.segments.unread_bytes(),
         )
         try:
             statusmod.write_status(self.config.state_dir, doc)
@@ -1033,14 +857,6 @@ class Daemon:
                 self.metrics.write_textfile(self.config.metrics_textfile)
             except metricsmod.MetricsError as e:
                 log.warning("metrics_textfile_unwritable", error=str(e))
-
-
-def _worth_a_worker(items: list[_Item]) -> bool:
-    """Whether to parse a batch in the worker: a big one, of frames. A backlog of files is
-    bound by their unlinks, which need the second core the worker would take (bench/), and
-    the worker's memory (some 40 MB) would buy nothing there."""
-    frames = sum(1 for item in items if item[3] is not None)
-    return len(items) >= parsepool.OFFLOAD_MIN and frames * 2 >= len(items)
 
 
 def producer_config(cfg: Config) -> dict[str, str]:

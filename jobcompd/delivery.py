@@ -48,8 +48,6 @@ class Message:
     generation: int = -1  # producer generation it was last produced on; -1 = not on a producer
     produced_at: float = 0.0  # monotonic
     retry_at: float = 0.0  # monotonic; 0 = not waiting for a retry
-    #: (segment, offset, size) when the record is a frame of a segment rather than a file.
-    frame: tuple[str, int, int] | None = None
 
     def headers(self) -> list[tuple[str, bytes]]:
         headers = [

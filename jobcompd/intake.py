@@ -82,7 +82,7 @@ class PendingQueue:
 
 
 class SpoolWatcher:
-    """inotify on ``new/`` (or ``seg/``) through watchdog; every event only records a name and
+    """inotify on ``new/`` through watchdog; every event only records a name and
     wakes the loop.
 
     watchdog handles an inotify queue overflow internally and only logs a warning about it; the

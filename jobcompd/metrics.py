@@ -259,7 +259,6 @@ class Metrics:
         self._last_delivery_ns: int | None = None
         self._backlog = 0
         self._backlog_truncated = False
-        self._segment_backlog_bytes = 0
         self._in_flight = 0
         self._oldest_pending_ns: int | None = None
         self._broker_up: bool | None = None
@@ -316,7 +315,7 @@ class Metrics:
 
     def set_state(self, *, backlog: int, in_flight: int, oldest_pending_ns: int | None,
                   broker_up: bool | None, backlog_truncated: bool = False,
-                  dead_letters: int | None = None, segment_backlog_bytes: int = 0) -> None:
+                  dead_letters: int | None = None) -> None:
         """The daemon's gauges.
 
         ``backlog``: records in new/ not yet handed to Kafka (``backlog_truncated``: that is a
@@ -325,10 +324,7 @@ class Metrics:
         None when there is none; its age is computed at each scrape, so it keeps growing even
         if this is not called. ``broker_up``: None until known. ``dead_letters``: records in
         failed/ waiting for an operator (None: not counted, the gauge is left out).
-        ``segment_backlog_bytes``: bytes of segments in seg/ not read yet (records wait there
-        while the window is full; they are counted in bytes, not read to be counted).
         """
-        self._segment_backlog_bytes = segment_backlog_bytes
         self._backlog = backlog
         self._backlog_truncated = backlog_truncated
         self._in_flight = in_flight
@@ -388,9 +384,6 @@ class Metrics:
         out.append(_gauge("jobcompd_backlog_truncated",
                           "1 when jobcompd_backlog_records is only a lower bound",
                           1 if self._backlog_truncated else 0))
-        out.append(_gauge("jobcompd_segment_backlog_bytes",
-                          "Bytes of segments in SpoolDir/seg/ not yet read (records waiting)",
-                          self._segment_backlog_bytes))
         out.append(_gauge("jobcompd_in_flight_records",
                           "Records handed to Kafka and not yet acknowledged", self._in_flight))
         oldest = self._oldest_pending_ns

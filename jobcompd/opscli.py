@@ -137,14 +137,6 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes}m {s}s"
 
 
-def _size(n: int) -> str:
-    """1.5 MiB, 300 KiB, 12 B: bytes in the unit a person reads at a glance."""
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
-
-
 def _shorten(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -211,7 +203,6 @@ def print_status(doc: dict[str, Any], alive: statusmod.Liveness, out: TextIO,
           f"{_when(written)} ({_duration(age)} ago) and did not stop cleanly (killed or "
           "crashed); see journalctl -u jobcompd\n")
     backlog = f"{doc.get('backlog', 0)}{'+' if doc.get('backlog_truncated') else ''}"
-    unread = doc.get("segment_backlog_bytes") or 0
     oldest_at = doc.get("oldest_pending_at")
     oldest = (f"{_duration(max(0.0, now - oldest_at))} ago ({_when(oldest_at)})"
               if isinstance(oldest_at, (int, float)) else "none")
@@ -220,8 +211,7 @@ def print_status(doc: dict[str, Any], alive: statusmod.Liveness, out: TextIO,
             if k.startswith("dead_lettered:") and v}
     dead_total = sum(dead.values())
     rows = [
-        ("backlog", f"{backlog} records waiting in new/"
-                    + (f", {_size(unread)} unread in seg/" if unread else "")),
+        ("backlog", f"{backlog} records waiting in new/"),
         ("in flight", str(doc.get("in_flight", 0))),
         ("oldest pending", oldest),
         ("broker", str(doc.get("broker", "unknown"))),

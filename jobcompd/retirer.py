@@ -13,9 +13,6 @@ overlap in part in the kernel (on ext4, 5,700/s with one thread and 7,700/s with
 here), but in steady operation a second unlinker only contends for new/ with the hook's renames
 and the daemon's reads, and the measured latency was worse with it (bench/, "steady latency").
 
-Segments (jobcompd.segstore) hand their work over in the same batches: holes to punch over
-delivered frames, and whole segments to remove.
-
 Until then the names stay in ``pending``, which intake consults: a rescan or a late inotify
 event must not take an acknowledged file for a new one and send it again. A crash before the
 unlink only means the file is sent once more after restart, a duplicate the durability
@@ -29,7 +26,6 @@ import threading
 
 import structlog
 
-from jobcompd.segstore import Puncher, SegmentWork
 from jobcompd.spool import Spool
 
 log = structlog.get_logger("jobcompd.retirer")
@@ -37,7 +33,7 @@ log = structlog.get_logger("jobcompd.retirer")
 #: Batches waiting for the first thread before the second one is given work.
 BACKLOG = 2
 
-_Batch = tuple[list[str], list[SegmentWork]]
+_Batch = list[str]
 
 
 class Retirer:
@@ -46,13 +42,11 @@ class Retirer:
 
     def __init__(self, spool: Spool) -> None:
         self._spool = spool
-        self._puncher = Puncher(spool.seg)
         #: work of the first thread, and of the second (only while the first is behind).
         self._todo: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._extra: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
         self._batch: list[str] = []
-        self._seg_batch: list[SegmentWork] = []
         #: names handed over and not yet reported gone (main thread only).
         self.pending: set[str] = set()
         self._threads: list[threading.Thread] = []
@@ -69,17 +63,13 @@ class Retirer:
         self.pending.add(name)
         self._batch.append(name)
 
-    def retire_segments(self, works: list[SegmentWork]) -> None:
-        """Queue holes to punch and segments to remove; handed over at the next ``collect``."""
-        self._seg_batch.extend(works)
-
     def collect(self) -> None:
         """Hand over the names retired since the last call, and forget the names the threads
         have removed (called by the main loop, once per round)."""
-        if self._batch or self._seg_batch:
+        if self._batch:
             behind = self._todo.qsize() >= BACKLOG
-            (self._extra if behind else self._todo).put((self._batch, self._seg_batch))
-            self._batch, self._seg_batch = [], []
+            (self._extra if behind else self._todo).put(self._batch)
+            self._batch = []
         try:
             while True:
                 self.pending.difference_update(self._done.get_nowait())
@@ -88,9 +78,9 @@ class Retirer:
 
     def stop(self) -> None:
         """Finish every unlink handed over so far, then end the threads."""
-        if (self._batch or self._seg_batch) and not self._threads:
-            self._unlink((self._batch, self._seg_batch))  # never started: unlink here
-            self._batch, self._seg_batch = [], []
+        if self._batch and not self._threads:
+            self._unlink(self._batch)  # never started: unlink here
+            self._batch = []
         self.collect()
         if self._threads:
             self._todo.put(None)
@@ -104,12 +94,8 @@ class Retirer:
         while (batch := todo.get()) is not None:
             self._unlink(batch)
 
-    def _unlink(self, batch: _Batch) -> None:
-        names, works = batch
+    def _unlink(self, names: _Batch) -> None:
         for name, error in self._spool.retire_all(names):
             # The record is delivered; a file left behind is sent again at a later start.
             log.error("retire_failed", file=name, error=str(error))
-        for name, error in self._puncher.apply(works):
-            # Delivered frames left in place are sent again at a later start.
-            log.error("segment_retire_failed", segment=name, error=str(error))
         self._done.put(names)

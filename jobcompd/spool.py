@@ -1,4 +1,4 @@
-"""The spool directory: `SpoolDir/{tmp,new,failed,seg}` (DESIGN.md, "The spool protocol").
+"""The spool directory: `SpoolDir/{tmp,new,failed}` (DESIGN.md, "The spool protocol").
 
 Writers create a record in `tmp/`, fsync it and rename it into `new/`; a file in `new/` is the
 only durable copy of a record until Kafka acknowledges it. This module is the file-system side
@@ -147,20 +147,6 @@ def unlink_quietly(path: Path) -> None:
         os.unlink(path)
 
 
-def _same_bytes(path: Path, data: bytes) -> bool:
-    """Whether the regular file at ``path`` holds exactly ``data`` (never follows a link)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        return os.read(fd, len(data) + 1) == data
-    finally:
-        os.close(fd)
-
-
 def _reason_info(name: str, reason: str, message: str,
                  detail: dict[str, object]) -> dict[str, object]:
     """What a reason file says about a dead letter."""
@@ -190,7 +176,6 @@ class Spool:
         self.tmp = self.root / "tmp"
         self.new = self.root / "new"
         self.failed = self.root / "failed"
-        self.seg = self.root / "seg"
         #: new/ as text, joined to a name with one f-string per record: a Path per record
         #: (join, fspath, str) was 4-6% of the main loop at 1,000 records/s (py-spy).
         self._new_text = os.fspath(self.new)
@@ -211,10 +196,10 @@ class Spool:
         warnings: list[str] = []
         created_root = self._mkdir(self.root)
         root_st = os.stat(self.root)
-        for sub in (self.tmp, self.new, self.failed, self.seg):
+        for sub in (self.tmp, self.new, self.failed):
             if self._mkdir(sub) and not created_root and os.geteuid() == 0:
                 os.chown(sub, root_st.st_uid, root_st.st_gid)
-        stats = {p: os.stat(p) for p in (self.root, self.tmp, self.new, self.failed, self.seg)}
+        stats = {p: os.stat(p) for p in (self.root, self.tmp, self.new, self.failed)}
         for path, st in stats.items():
             if st.st_mode & stat.S_IWOTH:
                 warnings.append(
@@ -226,13 +211,35 @@ class Spool:
                     f"{path} and {self.new} are on different file systems: renames between "
                     "them are not atomic (the hook's mv falls back to copying, dead-lettering "
                     "fails); keep tmp/, new/ and failed/ on one file system")
-        for path in (self.new, self.failed, self.seg):
+        for path in (self.new, self.failed):
             if not os.access(path, os.R_OK | os.W_OK | os.X_OK, effective_ids=True):
                 warnings.append(
                     f"jobcompd cannot read and write {path} (owner uid "
                     f"{stats[path].st_uid}, mode {stat.filemode(stats[path].st_mode)}): it "
                     "must remove delivered records there")
         return warnings
+
+    def refuse_segments(self) -> None:
+        """Refuse a spool whose seg/ holds files: segments were a spool format that was never
+        released and is no longer read, and records left there would be stranded silently.
+
+        Raises SpoolError naming the files and what to do.
+        """
+        seg = self.root / "seg"
+        try:
+            names = sorted(os.listdir(seg))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as e:
+            raise SpoolError(f"cannot list {seg}: {e.strerror}; fix its permissions or "
+                             "remove it") from e
+        if names:
+            shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10
+                                            else "")
+            raise SpoolError(
+                f"{seg} holds {len(names)} segment file(s) ({shown}): this version of jobcompd "
+                "no longer reads segments. Let the version that wrote them deliver them (start "
+                f"it once until {seg} is empty), then remove {seg} and start this version")
 
     @staticmethod
     def _mkdir(path: Path) -> bool:
@@ -401,9 +408,8 @@ class Spool:
             os.close(dir_fd)
         return failed
 
-    def dead_letter(self, name: str, reason: str, message: str, *,
-                    source_dir: Path | None = None, **detail: object) -> None:
-        """Move new/`name` (or `source_dir`/`name`) to failed/ and write failed/`name`.reason
+    def dead_letter(self, name: str, reason: str, message: str, **detail: object) -> None:
+        """Move new/`name` to failed/ and write failed/`name`.reason
         (JSON) beside it.
 
         rename() moves the entry itself, whatever it is (a symlink, never its target; a FIFO;
@@ -415,7 +421,7 @@ class Spool:
         overwrites a dead letter) for the caller to log; the entry then stays in new/.
         """
         _check_entry_name(name)
-        source, target = (source_dir or self.new) / name, self.failed / name
+        source, target = self.new / name, self.failed / name
         present = os.path.lexists(source)
         if present and os.path.lexists(target):
             raise FileExistsError(errno.EEXIST,
@@ -435,32 +441,6 @@ class Spool:
             except BaseException:
                 unlink_quietly(self.failed / reason_name)
                 raise
-        fsync_dir(self.failed)
-
-    def dead_letter_data(self, name: str, data: bytes, reason: str, message: str,
-                         **detail: object) -> None:
-        """Write a record that has no file of its own (a frame of a segment) into failed/,
-        with its reason file, as if it had been a file in new/.
-
-        The same bytes already there under that name are taken as done: the daemon died after
-        writing them and before punching the frame, and reads it again after the restart.
-        Raises OSError (FileExistsError when failed/ holds other bytes under that name).
-        """
-        _check_entry_name(name)
-        target = self.failed / name
-        if os.path.lexists(target):
-            if _same_bytes(target, data) and os.path.lexists(self.failed / (name + REASON_SUFFIX)):
-                return
-            raise FileExistsError(errno.EEXIST, f"cannot dead-letter {name}: "
-                                  f"{target} already exists with other content; move it away",
-                                  str(target))
-        info = _reason_info(name, reason, message, detail)
-        self._replace_file(self.failed, name + REASON_SUFFIX, _reason_body(info))
-        try:
-            _write_new_file(self.failed / name, data)
-        except BaseException:
-            unlink_quietly(self.failed / (name + REASON_SUFFIX))
-            raise
         fsync_dir(self.failed)
 
     def _replace_file(self, directory: Path, name: str, data: bytes) -> None:

@@ -97,7 +97,6 @@ def build_status(
     last_error_at: float | None = None,
     backlog_truncated: bool = False,
     dead_letters: int | None = None,
-    segment_backlog_bytes: int = 0,
     interval_s: float = UPDATE_INTERVAL_S,
     now: float | None = None,
 ) -> dict[str, Any]:
@@ -120,7 +119,6 @@ def build_status(
         "update_interval_s": interval_s,
         "backlog": backlog,
         "backlog_truncated": backlog_truncated,
-        "segment_backlog_bytes": segment_backlog_bytes,
         "in_flight": in_flight,
         "oldest_pending_at": oldest_at,
         "oldest_pending_age_s": max(0.0, now - oldest_at) if oldest_at is not None else None,

@@ -3,13 +3,11 @@ spool option), exactly the environment Slurm builds, stdin on /dev/null.
 
 Every behaviour test runs against both hooks -- the POSIX sh script and the compiled C program
 (jobcompd/hook/jobcompd-spool.c, built once per session with cc) -- since either may be the one
-slurm.conf points at. Segment mode (a spool with seg/) is the C hook's alone: its tests, at the
-end, run the C hook and read the segments with a frame parser of their own."""
+slurm.conf points at."""
 
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import os
 import re
 import resource
@@ -20,9 +18,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import zlib
 from pathlib import Path
 
 import pytest
@@ -556,312 +552,28 @@ def test_the_c_hook_keeps_names_a_shell_may_not(c_hook: Path, tmp_path: Path) ->
     assert entries(c_dump)[:2] == odd
 
 
-# -- segment mode (C hook): SPOOL/seg/ is a directory ------------------------------------------
-
-SEGMENT_MAX = 64 << 20
-FRAME_HEADER = re.compile(
-    rb"JCR1 (\d{19}\.[1-9]\d{0,9}\.(?:end|start)\.(?:env|json)) ([1-9]\d*) ([0-9a-f]{8})\n")
-NULS = re.compile(rb"\0+")
+# -- seg/: a spool format that was never released -----------------------------------------
 
 
-def parse_frames(data: bytes) -> list[tuple[str, bytes]]:
-    """A segment's frames as (name, payload), read independently of jobcompd's own reader:
-    runs of NUL bytes are retired frames; anything else must be a whole frame whose CRC-32
-    checks -- a test spool holds no torn bytes."""
-    frames = []
-    pos = 0
-    while pos < len(data):
-        if nuls := NULS.match(data, pos):
-            pos = nuls.end()
-            continue
-        header = FRAME_HEADER.match(data, pos)
-        assert header is not None, f"torn bytes at offset {pos}: {data[pos:pos + 80]!r}"
-        assert header.end() - pos <= 128, f"header longer than 128 bytes at offset {pos}"
-        end = header.end() + int(header[2])
-        payload = data[header.end():end]
-        assert len(payload) == int(header[2]), f"frame at offset {pos} is cut short"
-        assert f"{zlib.crc32(payload):08x}" == header[3].decode(), f"bad CRC at offset {pos}"
-        frames.append((header[1].decode(), payload))
-        pos = end
-    return frames
-
-
-@pytest.fixture
-def seg_spool(spool: Path) -> Path:
-    (spool / "seg").mkdir(mode=0o750)
-    return spool
-
-
-def segments(spool: Path) -> list[Path]:
-    """The segments in seg/ by name (creation time); every other entry must be `current`."""
-    names = sorted(os.listdir(spool / "seg"))
-    for name in names:
-        assert name == "current" or re.fullmatch(r"\d{19}\.[1-9]\d*\.seg", name), name
-    return [spool / "seg" / name for name in names if name != "current"]
-
-
-def frames_of(spool: Path) -> list[tuple[str, bytes]]:
-    return [frame for segment in segments(spool) for frame in parse_frames(segment.read_bytes())]
-
-
-@pytest.mark.parametrize(("fixture", "job_id", "event"), [
-    ("end-1.env", 1, "end"), ("start-17.env", 17, "start"), ("epilog-26.env", 26, "end")])
-def test_a_record_lands_as_one_frame_in_a_new_segment(c_hook: Path, seg_spool: Path,
-                                                       tmp_path: Path, fixture: str, job_id: int,
-                                                       event: str) -> None:
-    env = slurm_env(fixture)
-    before = time.time_ns()
-    proc = subprocess.Popen([str(c_hook), "-d", str(seg_spool), "-t", str(NS)], env=env,
-                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    out, err = proc.communicate(timeout=30)
-    after = time.time_ns()
-    assert (proc.returncode, out, err) == (0, b"", b"")
-    [segment] = segments(seg_spool)
-    ns, pid, _ = segment.name.split(".")
-    assert int(pid) == proc.pid and before <= int(ns) <= after
-    current = seg_spool / "seg" / "current"
-    for path in (segment, current):
-        st = path.lstat()
-        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
-        assert st.st_nlink == 2
-    assert current.samefile(segment)
-    assert new_files(seg_spool) == [] and os.listdir(seg_spool / "tmp") == []
-    # The frame carries what the one-file mode would have written, under the same name.
-    one_file = dump_of(c_hook, env, tmp_path / "one-file")
-    assert parse_frames(segment.read_bytes()) == [one_file]
-    assert one_file[0] == f"{NS}.{job_id}.{event}.env"
-    assert parse_dump(one_file[1]) == {**env, b"JOBCOMPD_HOOK_TIME": b"1795618456"}
-
-
-def test_records_append_to_the_current_segment_in_order(c_hook: Path, seg_spool: Path,
-                                                        tmp_path: Path) -> None:
-    base = slurm_env("end-1.env")
-    submitted = [1000 - i for i in range(10)]  # against the order: only the time stamp sorts
-    for job_id in submitted:
-        done = run_hook(c_hook, {**base, b"JOBID": str(job_id).encode()}, "-d", str(seg_spool),
-                        cwd=tmp_path)
-        assert done.returncode == 0 and done.stderr == b"", done.stderr
-    [segment] = segments(seg_spool)
-    assert segment.samefile(seg_spool / "seg" / "current")
-    parsed = [(parse_name(name), parse_dump(payload)) for name, payload in
-              parse_frames(segment.read_bytes())]
-    assert [name.job_id for name, _ in parsed] == submitted
-    assert [dump[b"JOBID"] for _, dump in parsed] == [str(j).encode() for j in submitted]
-    stamps = [name.ns for name, _ in parsed]
-    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
-    assert new_files(seg_spool) == []
-
-
-def test_a_sealed_segment_is_followed_by_a_new_one(c_hook: Path, seg_spool: Path,
-                                                   tmp_path: Path) -> None:
-    current = seg_spool / "seg" / "current"
-    base = slurm_env("end-1.env")
-    for job_id in (1, 2):
-        done = run_hook(c_hook, {**base, b"JOBID": str(job_id).encode()}, "-d", str(seg_spool),
-                        cwd=tmp_path)
-        assert done.returncode == 0 and done.stderr == b"", done.stderr
-        if job_id == 1:
-            [first] = segments(seg_spool)
-            size = first.stat().st_size
-            current.unlink()  # sealed, as the daemon does it
-    second = segments(seg_spool)[1]
-    assert segments(seg_spool) == [first, second]  # the newer name sorts after
-    assert first.stat().st_nlink == 1 and first.stat().st_size == size
-    assert current.samefile(second) and second.stat().st_nlink == 2
-    assert [parse_name(n).job_id for n, _ in parse_frames(first.read_bytes())] == [1]
-    assert [parse_name(n).job_id for n, _ in parse_frames(second.read_bytes())] == [2]
-
-
-# A shell loop per writer: one hook per record, job ids $2, $2+1, ...; a failing hook's
-# message (naming its job) goes to stderr and the loop goes on.
-WRITER = 'i=0; while [ "$i" -lt "$3" ]; do JOBID=$(($2 + i)) "$0" -d "$1"; i=$((i + 1)); done'
-
-
-def test_concurrent_writers_and_a_sealer_lose_and_tear_nothing(c_hook: Path, seg_spool: Path,
-                                                               tmp_path: Path) -> None:
-    """Eight hooks append in a loop while the test seals `current` every few milliseconds the
-    way the daemon does. Every record whose hook exited 0 must be in exactly one whole frame,
-    and no frame may land in a segment after it was sealed and read to its end.
-
-    Sealing this often, a hook can lose the race for a segment five rounds in a row (here
-    about one record in a thousand): it then writes its record as a file in new/ instead,
-    which the daemon takes too. The real daemon seals far less often."""
-    writers, per_writer = 8, 100
-    segdir = seg_spool / "seg"
-    sealed: dict[int, bytes] = {}  # inode -> the segment's bytes, read after sealing it
-    errors: list[BaseException] = []
-    stop = threading.Event()
-
-    def seal_repeatedly() -> None:
-        try:
-            while not stop.wait(0.003):
-                try:
-                    fd = os.open(segdir / "current", os.O_RDONLY | os.O_NOFOLLOW)
-                except FileNotFoundError:
-                    continue
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                    st = os.fstat(fd)
-                    if st.st_nlink == 2:
-                        os.unlink(segdir / "current")
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                    if st.st_nlink == 2:
-                        sealed[st.st_ino] = os.pread(fd, SEGMENT_MAX, 0)
-                finally:
-                    os.close(fd)
-        except BaseException as exc:  # reported by the test, not lost in the thread
-            errors.append(exc)
-
-    env = slurm_env("end-1.env")
-    del env[b"JOBID"]
-    sealer = threading.Thread(target=seal_repeatedly)
-    procs: list[subprocess.Popen[bytes]] = []
-    sealer.start()
-    try:
-        for w in range(writers):
-            procs.append(subprocess.Popen(
-                ["sh", "-c", WRITER, str(c_hook), str(seg_spool), str(1000 * (w + 1)),
-                 str(per_writer)], env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
-                stderr=subprocess.PIPE))
-        deadline = time.monotonic() + 60
-        results = [p.communicate(timeout=max(0.1, deadline - time.monotonic()))[1]
-                   for p in procs]
-    finally:
-        stop.set()
-        sealer.join(timeout=10)
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    assert errors == [] and not sealer.is_alive()
-    assert [p.returncode for p in procs] == [0] * writers
-    assert len(sealed) >= 2, "the sealer never sealed twice: nothing concurrent was tested"
-    assert b"".join(results) == b""  # every hook succeeded
-
-    job_ids = []
-    current = (segdir / "current").stat().st_ino if (segdir / "current").exists() else None
-    for segment in segments(seg_spool):
-        data = segment.read_bytes()
-        ino = segment.stat().st_ino
-        # Each segment was current once (a writer that lost the race for `current` removes
-        # the one it made) and, but for the last, sealed and read to its end: nothing since.
-        assert ino == current or ino in sealed, f"{segment.name} was never current"
-        if ino in sealed:
-            assert data == sealed[ino], f"{segment.name} changed after it was sealed"
-        for name, payload in parse_frames(data):
-            parsed = parse_name(name)
-            assert parse_dump(payload)[b"JOBID"] == str(parsed.job_id).encode()
-            job_ids.append(parsed.job_id)
-    fell_back = [parse_name(n).job_id for n in new_files(seg_spool)]
-    assert len(fell_back) <= writers * per_writer // 100
-    submitted = [1000 * (w + 1) + i for w in range(writers) for i in range(per_writer)]
-    # Each record once -- none lost, none twice -- in a segment or, rarely, in new/.
-    assert sorted(job_ids + fell_back) == submitted
-    assert os.listdir(seg_spool / "tmp") == []
-
-
-@pytest.mark.parametrize("room", [0, 100])
-@pytest.mark.parametrize(("fixture", "prolog"), [("start-1.env", True), ("end-1.env", False)])
-def test_a_failed_append_leaves_the_segment_as_it_was(c_hook: Path, seg_spool: Path,
-                                                      tmp_path: Path, fixture: str, prolog: bool,
-                                                      room: int) -> None:
-    """A file-size limit refuses the frame (room 0: EFBIG) or cuts it short (room 100 bytes,
-    the way a disk fills up): the hook fails and cuts its partial frame off again."""
-    done = run_hook(c_hook, slurm_env("end-10.env"), "-d", str(seg_spool), cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    [segment] = segments(seg_spool)
-    before = segment.read_bytes()
-    limit = len(before) + room
-
-    def limit_segment_size() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    done = run_hook(c_hook, slurm_env(fixture), "-d", str(seg_spool), cwd=tmp_path,
-                    preexec_fn=limit_segment_size)
-    event = b"start" if prolog else b"end"
-    assert done.returncode == (0 if prolog else 74)
-    reason = rb"File too large" if room == 0 else rb"only 100 of \d+ bytes written"
-    assert re.fullmatch(rb"jobcompd-spool: cannot write %s/seg/current \(disk full\?\): %s; "
-                        rb"job 1 %s not recorded\n" % (re.escape(bytes(seg_spool)), reason,
-                                                       event), done.stderr), done.stderr
-    assert segment.read_bytes() == before
-    assert segments(seg_spool) == [segment]
-    assert segment.samefile(seg_spool / "seg" / "current")
-    assert new_files(seg_spool) == [] and os.listdir(seg_spool / "tmp") == []
-
-
-@pytest.mark.parametrize("size", [SEGMENT_MAX - 1, SEGMENT_MAX, SEGMENT_MAX + 4096])
-def test_a_segment_of_64_mib_is_sealed_and_the_record_starts_a_new_one(
-        c_hook: Path, seg_spool: Path, tmp_path: Path, size: int) -> None:
-    big = seg_spool / "seg" / "1000000000000000000.1.seg"
-    with open(os.open(big, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-        f.truncate(size)  # sparse: nothing but NUL bytes, which read as retired frames
-    os.link(big, seg_spool / "seg" / "current")
-    done = run_hook(c_hook, slurm_env("end-1.env"), "-d", str(seg_spool), "-t", str(NS),
-                    cwd=tmp_path)
-    assert done.returncode == 0 and done.stderr == b"", done.stderr
-    if size < SEGMENT_MAX:  # still room: the record goes to its end
-        assert segments(seg_spool) == [big] and big.stat().st_nlink == 2
-        [(name, _)] = parse_frames(big.read_bytes())
+@pytest.mark.parametrize("kind", ["directory", "symlink", "fifo", "file"])
+def test_both_hooks_write_a_file_whatever_seg_is(hook: Path, spool: Path, tmp_path: Path,
+                                                 kind: str) -> None:
+    """The hooks write one file per record and never look at seg/ (the daemon refuses to
+    start while seg/ holds anything, so no record may go there)."""
+    seg, elsewhere = spool / "seg", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if kind == "directory":
+        (seg / "current").mkdir(parents=True)
+    elif kind == "symlink":
+        seg.symlink_to(elsewhere)
+    elif kind == "fifo":
+        os.mkfifo(seg)
     else:
-        [old, new] = segments(seg_spool)
-        assert old == big and big.stat().st_nlink == 1 and big.stat().st_size == size
-        assert new.samefile(seg_spool / "seg" / "current")
-        [(name, _)] = parse_frames(new.read_bytes())
-    assert name == f"{NS}.1.end.env"
-
-
-@pytest.mark.parametrize("kind", ["symlink-to-file", "symlink-to-fifo", "fifo", "directory"])
-def test_an_entry_planted_as_current_is_not_written_to(c_hook: Path, seg_spool: Path,
-                                                       tmp_path: Path, kind: str) -> None:
-    victim = tmp_path / "victim"
-    victim.write_bytes(b"untouched")
-    planted = seg_spool / "seg" / "current"
-    if kind == "fifo":
-        os.mkfifo(planted)  # opening it for writing without O_NONBLOCK would block for good
-    else:
-        plant(planted, kind, victim)
-    before = os.lstat(planted)
-    done = run_hook(c_hook, slurm_env("end-1.env"), "-d", str(seg_spool), cwd=tmp_path)
-    assert done.returncode == 73
-    assert re.fullmatch(rb"jobcompd-spool: cannot open %s/seg/current: [^;]+; job 1 end not "
-                        rb"recorded\n" % re.escape(bytes(seg_spool)), done.stderr), done.stderr
-    assert victim.read_bytes() == b"untouched"
-    after = os.lstat(planted)
-    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
-    assert segments(seg_spool) == [] and new_files(seg_spool) == []
-
-
-@pytest.mark.parametrize(("fixture", "status"), [("start-1.env", 0), ("end-1.env", 75)])
-def test_a_signal_before_the_append_records_nothing(c_hook: Path, seg_spool: Path,
-                                                    tmp_path: Path, fixture: str,
-                                                    status: int) -> None:
-    def term_pending() -> None:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    done = run_hook(c_hook, slurm_env(fixture), "-d", str(seg_spool), cwd=tmp_path,
-                    preexec_fn=term_pending)
-    assert done.returncode == status
-    assert done.stderr == b"jobcompd-spool: interrupted by a signal; job 1 not recorded\n"
-    assert os.listdir(seg_spool / "seg") == [] and new_files(seg_spool) == []
-
-
-def test_the_sh_hook_writes_one_file_per_record_beside_segments(seg_spool: Path,
-                                                                tmp_path: Path) -> None:
-    done = run_hook(SH_HOOK, slurm_env("end-1.env"), "-d", str(seg_spool), "-t", str(NS),
-                    cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert new_files(seg_spool) == [f"{NS}.1.end.env"]
-    assert os.listdir(seg_spool / "seg") == []
-
-
-def test_a_seg_that_is_not_a_directory_means_one_file_per_record(c_hook: Path, spool: Path,
-                                                                 tmp_path: Path) -> None:
-    (spool / "seg").write_bytes(b"not a directory")
-    done = run_hook(c_hook, slurm_env("end-1.env"), "-d", str(spool), "-t", str(NS),
+        seg.write_bytes(b"not a directory")
+    done = run_hook(hook, slurm_env("end-1.env"), "-d", str(spool), "-t", str(NS),
                     cwd=tmp_path)
     assert done.returncode == 0 and done.stderr == b"", done.stderr
     assert new_files(spool) == [f"{NS}.1.end.env"]
-    assert (spool / "seg").read_bytes() == b"not a directory"
+    assert os.listdir(elsewhere) == []
+    if kind == "directory":
+        assert os.listdir(seg) == ["current"] and os.listdir(seg / "current") == []

@@ -104,10 +104,9 @@ def test_state_gauges_and_an_age_that_keeps_growing():
     m = Metrics(process_metrics=False)
     oldest = time.time_ns() - 90 * 10**9
     m.set_state(backlog=1200, in_flight=300, oldest_pending_ns=oldest, broker_up=False,
-                backlog_truncated=True, dead_letters=4, segment_backlog_bytes=65536)
+                backlog_truncated=True, dead_letters=4)
     text = m.exposition()
     assert value(text, "jobcompd_backlog_records") == 1200
-    assert value(text, "jobcompd_segment_backlog_bytes") == 65536
     assert value(text, "jobcompd_backlog_truncated") == 1
     assert value(text, "jobcompd_in_flight_records") == 300
     assert value(text, "jobcompd_broker_up") == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -59,3 +60,41 @@ def test_missing_config_file_exits_78(tmp_path):
     res = _run(tmp_path / "nope.conf")
     assert res.returncode == 78
     assert "nope.conf" in res.stderr
+
+
+def test_records_left_in_seg_refuse_the_start_naming_them(tmp_path):
+    """seg/ was an unreleased spool format: records there would be stranded, so the daemon
+    stops at once (78: restarting cannot help) and names the files and what to do."""
+    conf = _setup(tmp_path)
+    seg = tmp_path / "spool" / "seg"
+    seg.mkdir(parents=True)
+    (seg / "1795618456000000000.4242.seg").write_bytes(b"JCR1 ...")
+    (seg / "current").symlink_to("1795618456000000000.4242.seg")
+    res = _run(conf)
+    assert res.returncode == 78, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    for word in (str(seg), "2 segment file(s)", "1795618456000000000.4242.seg", "current",
+                 "no longer reads segments"):
+        assert word in res.stderr, (word, res.stderr)
+    assert not (tmp_path / "spool" / "new").exists()  # refused before touching the spool
+
+
+def test_an_empty_seg_does_not_stop_the_daemon(tmp_path):
+    """An empty seg/ strands nothing: the daemon starts."""
+    conf = _setup(tmp_path)
+    (tmp_path / "spool" / "seg").mkdir(parents=True)
+    proc = subprocess.Popen([sys.executable, "-m", "jobcompd", "run", "-c", str(conf)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = threading.Timer(60, proc.kill)  # a daemon that logs neither line fails here
+    deadline.start()
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "msg=started" in line or "start_failed" in line:
+                break
+        assert any("msg=started" in ln for ln in lines), "".join(lines)
+    finally:
+        deadline.cancel()
+        proc.terminate()
+        proc.wait(30)

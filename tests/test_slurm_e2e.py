@@ -299,8 +299,7 @@ def test_real_slurm_jobs_arrive_in_kafka_with_scontrols_values(slurm, broker, tm
     dut.start()
     intake: HttpIntake | None = None
     try:
-        # jobcomp/script runs the shell hook (a file per record); PrologSlurmctld the
-        # compiled one, which appends to segments (the daemon made seg/): both under
+        # jobcomp/script runs the shell hook, PrologSlurmctld the compiled one: both under
         # slurmscriptd.
         hook = write_hook_wrapper(slurm.base / "hooks" / "jobcompd-hook", dut.spool)
         c_hook = write_hook_wrapper(slurm.base / "hooks" / "jobcompd-hook-c", dut.spool,

@@ -498,20 +498,3 @@ def test_clean_tmp_removes_only_stale_leftovers(spool: Spool) -> None:
     (spool.tmp / name(2)).write_bytes(b"being written")
     assert spool.clean_tmp(3600) == [name(1)]
     assert os.listdir(spool.tmp) == [name(2)]
-
-
-def test_a_frame_is_dead_lettered_as_a_file_once_even_if_it_comes_again(spool: Spool):
-    """A frame of a segment has no file to move: its bytes are written into failed/. After a
-    crash between that and the punch, the same frame comes again: that is no error."""
-    name = "1795618456123456789.42.end.env"
-    spool.dead_letter_data(name, b"JOBID=42\0bad", "malformed", "no '='", segment="s.seg",
-                           offset=128)
-    assert (spool.failed / name).read_bytes() == b"JOBID=42\0bad"
-    assert stat.S_IMODE((spool.failed / name).stat().st_mode) == 0o600
-    reason = json.loads((spool.failed / (name + ".reason")).read_text())
-    assert reason["reason"] == "malformed" and reason["segment"] == "s.seg"
-    assert reason["offset"] == 128
-    spool.dead_letter_data(name, b"JOBID=42\0bad", "malformed", "no '='")  # again: fine
-    with pytest.raises(FileExistsError, match="already exists with other content"):
-        spool.dead_letter_data(name, b"JOBID=42\0other", "malformed", "no '='")
-    assert (spool.failed / name).read_bytes() == b"JOBID=42\0bad"

@@ -150,7 +150,7 @@ def test_tmpfiles_creates_the_spool_for_the_slurm_user(tmp_path):
     assert res.stderr == "", res.stderr
     spool = root / str(config.DEFAULT_SPOOL_DIR).lstrip("/")
     state = root / str(config.DEFAULT_STATE_DIR).lstrip("/")
-    for path in (spool, spool / "tmp", spool / "new", spool / "failed", spool / "seg", state):
+    for path in (spool, spool / "tmp", spool / "new", spool / "failed", state):
         st = os.stat(path)
         assert stat.S_ISDIR(st.st_mode), path
         assert (st.st_uid, st.st_gid) == (64030, 64031), path

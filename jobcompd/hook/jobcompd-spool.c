@@ -12,22 +12,9 @@
  *   EpilogSlurmctld (SLURM_SCRIPT_CONTEXT=epilog_slurmctld, SLURM_JOB_ID)    -> event "end"
  *
  * The record is the environment it was given (NUL-separated, plus JOBCOMPD_HOOK_TIME), named
- * <epoch-ns>.<jobid>.<event>.env. Where it goes depends on the spool:
- *
- * - One file per record (no SPOOL/seg/ directory; the sh hook always works this way): the
- *   record is written into a new file in SPOOL/tmp/, fsynced, renamed into SPOOL/new/<name>
- *   without replacing anything there, and new/ is fsynced: a file in new/ is always complete.
- * - Segment (SPOOL/seg/ is a directory): the record is appended, as one frame
- *   "JCR1 <name> <length> <crc32>\n<record>" written with one write(), to the segment that
- *   SPOOL/seg/current links to (creating SPOOL/seg/<epoch-ns>.<pid>.seg when there is none,
- *   or when the current one has reached 64 MiB), under an exclusive flock, then fdatasynced.
- *   A write that fails is cut off again: a segment never holds part of a frame from us. If
- *   the segment is sealed under it five times running, the hook writes a file in new/
- *   instead (the daemon takes both). Why segments: the daemon removes a whole segment at once instead of one file per record,
- *   and unlinking files is what bounds a one-file spool's drain rate.
- *
- * Either way the record is complete where the daemon can see it, and survives a power cut
- * once the hook has exited 0.
+ * <epoch-ns>.<jobid>.<event>.env, written into a new file in SPOOL/tmp/, fsynced, renamed into
+ * SPOOL/new/<name> without replacing anything there, and new/ is fsynced: a file in new/ is
+ * always complete, and survives a power cut once the hook has exited 0.
  *
  * Exit status: 0 on success. On failure the reason goes to stderr and to syslog (daemon.err,
  * tag jobcompd-spool) and the status is non-zero (sysexits) -- except as PrologSlurmctld,
@@ -44,7 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <syslog.h>
@@ -59,12 +45,8 @@
 enum { EX_USAGE = 64, EX_DATAERR = 65, EX_OSERR = 71, EX_CANTCREAT = 73,
        EX_IOERR = 74, EX_TEMPFAIL = 75 };
 
-/* temporary names, new/ names (nanoseconds), and rounds of the segment writer protocol tried
- * before giving up */
+/* temporary names and new/ names (nanoseconds) tried before giving up */
 enum { TRIES = 5 };
-
-/* A segment this big is sealed by the next writer, which starts a new one. */
-static const off_t SEGMENT_MAX = (off_t)64 << 20;
 
 extern char **environ;
 
@@ -249,26 +231,6 @@ static void clock_stamp(char *buf, size_t size)
     check_stamp(buf, "from the clock");
 }
 
-/* CRC-32 as IEEE 802.3, gzip and zlib.crc32 compute it (reflected polynomial 0xEDB88320):
- * the frame's check, which readers recompute to tell a whole frame from a torn one. */
-static uint32_t crc32_ieee(const char *buf, size_t len)
-{
-    static uint32_t table[256];
-
-    if (table[1] == 0) {
-        for (uint32_t i = 0; i < 256; i++) {
-            uint32_t c = i;
-            for (int k = 0; k < 8; k++)
-                c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-            table[i] = c;
-        }
-    }
-    uint32_t crc = 0xFFFFFFFFu;
-    for (size_t i = 0; i < len; i++)
-        crc = table[(crc ^ (unsigned char)buf[i]) & 0xFF] ^ (crc >> 8);
-    return crc ^ 0xFFFFFFFFu;
-}
-
 static int is_dir(const char *path)
 {
     struct stat st;
@@ -377,110 +339,6 @@ static void write_file(const char *tmpdir, const char *newdir, const char *stamp
              strerror(errno), name);
 }
 
-/* Segment: append FRAME (LEN bytes) to the segment SEGDIR/current links to, following the
- * writer protocol of the segment spool (SFD is SEGDIR, open). Appends happen under an
- * exclusive flock, so frames never interleave and the daemon's sealer (flock, then unlink
- * current if its link count is still 2) never seals a segment in the middle of one.
- * Returns 0, or -1 when every one of TRIES rounds lost its segment to a sealer. */
-static int append_to_segment(int sfd, const char *segdir, const char *frame, size_t len)
-{
-    char nsbuf[48];
-
-    for (int round = 0;; round++) {
-        if (round == TRIES)
-            return -1;  /* each round's segment was sealed or taken meanwhile */
-        check_signals();
-
-        /* O_NONBLOCK: a FIFO planted as current fails (ENXIO) instead of blocking the hook
-         * for good; on a regular file it changes nothing. */
-        int fd = openat(sfd, "current", O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW
-                        | O_NONBLOCK);
-        if (fd < 0 && errno != ENOENT)
-            fail(EX_CANTCREAT, "cannot open %s/current: %s; job %s %s not recorded", segdir,
-                 strerror(errno), jobid, event);
-        if (fd < 0) {
-            /* No current segment: make one under a durable name, then offer it as current.
-             * Another writer may get there first (EEXIST): ours goes again, unused. */
-            clock_stamp(nsbuf, sizeof nsbuf);
-            char *name = join("%s.%ld.seg", nsbuf, (long)getpid());
-            fd = openat(sfd, name, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC
-                        | O_NOFOLLOW, 0600);
-            if (fd < 0 && errno == EEXIST) {
-                free(name);
-                continue;
-            }
-            if (fd < 0)
-                fail(EX_CANTCREAT, "cannot create %s/%s: %s; job %s %s not recorded", segdir,
-                     name, strerror(errno), jobid, event);
-            if (fsync(sfd) != 0) {
-                int err = errno;
-                close(fd);
-                unlinkat(sfd, name, 0);
-                fail(EX_IOERR, "cannot fsync %s: %s; job %s %s not recorded", segdir,
-                     strerror(err), jobid, event);
-            }
-            if (linkat(sfd, name, sfd, "current", 0) != 0) {
-                int err = errno;
-                close(fd);
-                unlinkat(sfd, name, 0);
-                if (err == EEXIST) {
-                    free(name);
-                    continue;
-                }
-                fail(EX_CANTCREAT, "cannot link %s/%s as %s/current: %s; job %s %s not"
-                     " recorded", segdir, name, segdir, strerror(err), jobid, event);
-            }
-            free(name);
-        }
-
-        struct stat st;
-        while (flock(fd, LOCK_EX) != 0)
-            if (errno != EINTR)
-                fail(EX_IOERR, "cannot lock %s/current: %s; job %s %s not recorded", segdir,
-                     strerror(errno), jobid, event);
-        if (fstat(fd, &st) != 0)
-            fail(EX_IOERR, "cannot stat %s/current: %s; job %s %s not recorded", segdir,
-                 strerror(errno), jobid, event);
-        if (!S_ISREG(st.st_mode))
-            fail(EX_CANTCREAT, "%s/current is not a regular file (remove it; the daemon"
-                 " creates segments); job %s %s not recorded", segdir, jobid, event);
-        if (st.st_nlink < 2) {  /* sealed since we opened it: the next round takes its heir */
-            close(fd);
-            continue;
-        }
-        if (st.st_size >= SEGMENT_MAX) {  /* full: seal it ourselves, still under the lock */
-            if (unlinkat(sfd, "current", 0) != 0 && errno != ENOENT)
-                fail(EX_CANTCREAT, "cannot seal the full segment %s/current: %s; job %s %s"
-                     " not recorded", segdir, strerror(errno), jobid, event);
-            close(fd);
-            continue;
-        }
-        check_signals();
-
-        /* One write: under the lock no reader or writer sees the segment until it is whole.
-         * A short or failed write is cut off again, so no partial frame of ours remains. */
-        ssize_t n = write(fd, frame, len);
-        if (n < 0 || (size_t)n != len) {
-            char why[64];
-            if (n < 0)
-                snprintf(why, sizeof why, "%s", strerror(errno));
-            else
-                snprintf(why, sizeof why, "only %zd of %zu bytes written", n, len);
-            if (ftruncate(fd, st.st_size) != 0)
-                fail(EX_IOERR, "cannot write %s/current (disk full?): %s, and cannot cut the"
-                     " partial frame off again: %s (the daemon skips it as torn); job %s %s"
-                     " not recorded", segdir, why, strerror(errno), jobid, event);
-            fail(EX_IOERR, "cannot write %s/current (disk full?): %s; job %s %s not recorded",
-                 segdir, why, jobid, event);
-        }
-        flock(fd, LOCK_UN);
-        if (fdatasync(fd) != 0 || close(fd) != 0)
-            fail(EX_IOERR, "cannot fdatasync %s/current: %s: job %s %s may not survive a power"
-                 " cut", segdir, strerror(errno), jobid, event);
-        return 0;
-    }
-}
-
 int main(int argc, char **argv)
 {
     const char *spool, *stamp = NULL, *idvar = NULL;
@@ -585,14 +443,6 @@ int main(int argc, char **argv)
     check_signals();
 
 
-    /* Segment mode exactly when seg/ is a directory; none (or something else under its name):
-     * one file per record, as before segments. */
-    char *segdir = join("%s/seg", spool);
-    int sfd = open(segdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (sfd < 0 && errno != ENOENT && errno != ENOTDIR)
-        fail(EX_CANTCREAT, "cannot open %s: %s; job %s %s not recorded", segdir,
-             strerror(errno), jobid, event);
-
     if (stamp == NULL) {
         clock_stamp(stampbuf, sizeof stampbuf);
         stamp = stampbuf;
@@ -605,25 +455,6 @@ int main(int argc, char **argv)
     if (dump == NULL)
         fail(EX_OSERR, "out of memory; job %s %s not recorded", jobid, event);
 
-    if (sfd < 0) {
-        write_file(tmpdir, newdir, stamp, dump, size);
-        return 0;
-    }
-
-    /* The frame: header (at most 5 + 40 + 1 + 20 + 1 + 8 + 1 bytes, well under the 128 the
-     * format allows), then the record as a file in new/ would hold it. */
-    char header[128];
-    int hlen = snprintf(header, sizeof header, "JCR1 %s.%s.%s.env %zu %08" PRIx32 "\n", stamp,
-                        jobid, event, size, crc32_ieee(dump, size));
-    char *frame = malloc((size_t)hlen + size);
-    if (frame == NULL)
-        fail(EX_OSERR, "out of memory; job %s %s not recorded", jobid, event);
-    memcpy(frame, header, (size_t)hlen);
-    memcpy(frame + hlen, dump, size);
-    if (append_to_segment(sfd, segdir, frame, (size_t)hlen + size) != 0) {
-        /* Sealed under our feet TRIES times (a sealer racing with many writers): a record
-         * must not be lost for that, and the daemon takes files in new/ too. */
-        write_file(tmpdir, newdir, stamp, dump, size);
-    }
+    write_file(tmpdir, newdir, stamp, dump, size);
     return 0;
 }

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from jobcompd import segment
 from tests.broker import wait_for
 from tests.support import DATA, DaemonUnderTest, Received, read_env_fixture
 
@@ -75,15 +74,11 @@ class Stream:
     through the real hook, the others through :func:`drop`, at about ``rate`` records/s.
 
     ``sent`` holds the job ids whose record reached new/ (a hook that failed is not counted).
-    With ``segments``, the records that do not go through the hook are appended to segments
-    in seg/ instead (the compiled hook's protocol, jobcompd.segment.append).
     """
 
     def __init__(self, dut: DaemonUnderTest, first_id: int, *, rate: float = 500,
-                 hook_every: int = 10, limit: int | None = None,
-                 segments: bool = False) -> None:
+                 hook_every: int = 10, limit: int | None = None) -> None:
         self.dut = dut
-        self.segments = segments
         self.next_id = first_id
         self.rate = rate
         self.hook_every = hook_every
@@ -132,10 +127,6 @@ class Stream:
                     self.sent.append(job_id)
                 else:
                     self.hook_failures.append(res.stderr.decode(errors="replace"))
-            elif self.segments:
-                (self.dut.spool / "seg").mkdir(parents=True, exist_ok=True)
-                segment.append(self.dut.spool / "seg", next_name(job_id), end_env_bytes(job_id))
-                self.sent.append(job_id)
             else:
                 drop(self.dut.spool, job_id)
                 self.sent.append(job_id)

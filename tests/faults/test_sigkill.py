@@ -17,16 +17,12 @@ from tests.faults.common import Stream, assert_alive, drain, rng, scaled, tally
 pytestmark = [pytest.mark.broker, pytest.mark.faults]
 
 
-@pytest.mark.parametrize("layout", ["files", "segments"])
-def test_sigkill_at_random_moments_loses_nothing(dut, request, layout):
-    """With ``segments``, nine records in ten are appended to segments of seg/ (sealed by
-    size every few seconds, punched and removed as they are delivered), the tenth is a file
-    through the hook."""
-    rounds = scaled(20 if layout == "files" else 12, 200)
+def test_sigkill_at_random_moments_loses_nothing(dut, request):
+    """Nine records in ten are dropped into new/ directly, the tenth goes through the hook."""
+    rounds = scaled(20, 200)
     random = rng(request.node.name)
     dut.start()
-    stream = Stream(dut, 2_000_000, rate=300, hook_every=10,
-                    segments=layout == "segments").start()
+    stream = Stream(dut, 2_000_000, rate=300, hook_every=10).start()
     kills_after_start = 1  # the first kill hits the daemon started above
     try:
         for i in range(rounds):
@@ -46,7 +42,7 @@ def test_sigkill_at_random_moments_loses_nothing(dut, request, layout):
         sent = stream.stop()
     got = drain(dut, sent, timeout=120, settle=2.0)
     assert not stream.hook_failures, stream.hook_failures[:3]
-    t = tally(f"sigkill_{layout}", sent, got, dut, rounds=rounds,
+    t = tally("sigkill", sent, got, dut, rounds=rounds,
               kills_after_started=kills_after_start)
     assert t.lost == 0, f"lost {t.missing[:20]}"
     assert t.dead_lettered == 0, dut.failed_files()[:10]
