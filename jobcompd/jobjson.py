@@ -313,11 +313,17 @@ def _scontrol(o: _View, event: str) -> _Fields:
         tres_req_raw=_raw_from_named(tres_req, "tres_req_str", energy_unset=False),
         tres_req=tres_req,
         tres_alloc_raw=_raw_from_named(
-            tres_alloc, "tres_alloc_str", energy_unset=event == EVENT_END and nodes is not None
+            tres_alloc, "tres_alloc_str", energy_unset=_energy_unset(o, event, nodes)
         ),
         tres_alloc=tres_alloc,
         **_scontrol_request(o),
     )
+
+
+def _energy_unset(o: _View, event: str, nodes: str | None) -> bool:
+    """Whether Slurm's end record carries energy as NO_VAL64: a batch job that ran, whose
+    energy slurmctld sets at the end (an srun/salloc allocation keeps 0, seen on 24.11)."""
+    return event == EVENT_END and nodes is not None and o.get("batch_flag") is not False
 
 
 def _scontrol_request(o: _View) -> dict[str, Any]:
@@ -560,7 +566,7 @@ def _raw_from_named(named: str | None, path: str, *, energy_unset: bool) -> str 
     told: every TRES must have a fixed id (GRES, licenses and burst buffers have ids the
     site's database assigns), and memory must convert back to whole MB.
 
-    ``energy_unset``: the end record's allocation carries energy as NO_VAL64 when no energy
+    ``energy_unset``: a batch job's end record carries energy as NO_VAL64 when no energy
     plugin measured it, an entry Slurm keeps in the raw string and drops from the named one
     (assoc_mgr_make_tres_str_from_array), so it is put back in its place (id 3).
     """
