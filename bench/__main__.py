@@ -7,7 +7,7 @@
 
 A benchmark that fails prints its error in the table and the others still run; brokers and
 daemons are stopped and the work directory removed whatever happens. The exit status is 0 unless
-a benchmark failed: a slow result is reported, never a failure (DESIGN.md, "bench/").
+a benchmark failed: a slow result is reported, never a failure (docs/design.md, "Layout").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The spool directory: `SpoolDir/{tmp,new,failed}` (DESIGN.md, "The spool protocol").
+"""The spool directory: `SpoolDir/{tmp,new,failed}` (docs/design.md, "The spool protocol").
 
 Writers create a record in `tmp/`, fsync it and rename it into `new/`; a file in `new/` is the
 only durable copy of a record until Kafka acknowledges it. This module is the file-system side
@@ -387,7 +387,7 @@ class Spool:
         new/ is opened once and each name unlinked relative to it, which spares the path walk
         per file. Returns the names that could not be removed, with their errors.
         No fsync of new/: if a crash undoes an unlink, the file is sent again with the same
-        key and jobcompd-id header, a duplicate the durability contract allows (rule 3). A
+        key and jobcompd-id header, a duplicate docs/design.md allows (durability rule 3). A
         directory fsync per delivered record would cost a disk flush per message.
         """
         failed: list[tuple[str, Exception]] = []

@@ -1,7 +1,7 @@
 """The state file and the single-instance lock, both in StateSaveLocation.
 
-The spool is the truth; the state file only annotates a restart (DESIGN.md, durability contract
-point 5). It says whether the last run stopped cleanly, which files were still unsent and which
+The spool is the truth; the state file only annotates a restart (docs/design.md, durability rule
+5). It says whether the last run stopped cleanly, which files were still unsent and which
 were in flight when the producer was purged (their re-sends are marked as possible duplicates), the
 attempt counts, and lifetime counters. Losing it loses nothing; a file that cannot be read is moved
 aside with an error, and the daemon carries on from the spool.
