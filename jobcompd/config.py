@@ -544,6 +544,26 @@ _KEYS = (
 _KEY_BY_LOWER = {k.lower(): k for k in _KEYS}
 # Keys whose empty value is meaningful (an empty list); any other key needs a value.
 _MAY_BE_EMPTY = frozenset({"JobCompParams", "DebugFlags"})
+# What to do about a key written with no value: the default it falls back to when the line is
+# removed, or, for a key that has none, what to write.
+_EMPTY_HINTS = {
+    "ClusterName": "set it (for example ClusterName=hpc), or remove the line and set "
+    "SlurmConf= to the slurm.conf that names the cluster",
+    "JobCompLoc": "it is required and has no default: set it to the librdkafka properties "
+    "file, for example JobCompLoc=/etc/jobcompd/rdkafka.conf",
+    "SpoolDir": f"remove the line to use the default {DEFAULT_SPOOL_DIR}",
+    "StateSaveLocation": f"remove the line to use the default {DEFAULT_STATE_DIR}",
+    "SlurmConf": "set it to slurm.conf's path, or remove the line to read no slurm.conf",
+    "LogTarget": "remove the line to use the default (auto), or write journal or stderr",
+    "LogFormat": "remove the line to use the default (logfmt), or write json",
+    "MetricsListen": "set host:port (for example 127.0.0.1:9817), or remove the line to "
+    "serve no metrics",
+    "MetricsTextfile": "set the .prom file's path, or remove the line to write no textfile",
+    "HttpListen": "set host:port (for example 127.0.0.1:9200), or remove the line to run no "
+    "HTTP intake",
+    "SpoolOwners": "list users (for example SpoolOwners=slurm), or remove the line to use the "
+    "default (SlurmUser and root)",
+}
 _DEBUG_FLAGS = {"jobcomp": "JobComp", "elasticsearch": "JobComp"}  # Slurm's alias
 _LOG_TARGETS = ("auto", "journal", "stderr")
 _LOG_FORMATS = ("logfmt", "json")
@@ -593,9 +613,7 @@ def _parse_conf_text(text: str, path: Path) -> dict[str, _Entry]:
                 f"{path}:{lineno}: {name}: a double quote may only enclose the whole value"
             )
         if not value and name not in _MAY_BE_EMPTY:
-            raise ConfigError(
-                f"{path}:{lineno}: {name} has no value; remove the line to use the default"
-            )
+            raise ConfigError(f"{path}:{lineno}: {name} has no value; {_EMPTY_HINTS[name]}")
         entries[name] = _Entry(value, lineno)
     return entries
 

@@ -205,6 +205,36 @@ def test_bad_lines(tmp_path: Path, line: str, expected: str) -> None:
     assert expected in message
 
 
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        ("JobCompLoc", "it is required and has no default: set it to the librdkafka "
+         "properties file, for example JobCompLoc=/etc/jobcompd/rdkafka.conf"),
+        ("ClusterName", "set it (for example ClusterName=hpc), or remove the line and set "
+         "SlurmConf="),
+        ("SpoolDir", "remove the line to use the default /var/spool/jobcompd"),
+        ("StateSaveLocation", "remove the line to use the default /var/lib/jobcompd"),
+        ("MetricsListen", "or remove the line to serve no metrics"),
+        ("SpoolOwners", "or remove the line to use the default (SlurmUser and root)"),
+    ],
+)
+def test_an_empty_value_says_what_to_write(tmp_path: Path, key: str, says: str) -> None:
+    """A key without a default is never told to fall back to one."""
+    (tmp_path / "rdkafka.conf").write_text(KAFKA_OK)
+    lines = {"ClusterName": "test", "JobCompLoc": "rdkafka.conf", key: ""}
+    path = tmp_path / "jobcompd.conf"
+    path.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+    message = error_of(path)
+    assert re.match(rf"{re.escape(str(path))}:\d: {key} has no value; ", message), message
+    assert says in message
+
+
+def test_every_key_that_needs_a_value_says_what_to_do_when_it_is_empty() -> None:
+    assert set(config._EMPTY_HINTS) == set(KEYS) - config._MAY_BE_EMPTY
+    assert not any("use the default" in config._EMPTY_HINTS[k] for k in ("JobCompLoc",
+                                                                         "ClusterName"))
+
+
 def test_empty_lists_are_allowed(tmp_path: Path) -> None:
     cfg = load(write(tmp_path, "JobCompParams=\nDebugFlags=\n"))
     assert cfg.params.topic == "test" and cfg.debug_flags == frozenset()
