@@ -78,7 +78,7 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyth
 # shellcheck disable=SC2086  # $_pkgs is a list of words
 ensure_build_deps() {
     _py=$(find_python || true)
-    if [ -n "$_py" ] && python_headers "$_py" && command -v "$CC" >/dev/null 2>&1 \
+    if [ -n "$_py" ] && python_headers "$_py" && have_cc \
         && pkg-config --exists libsystemd 2>/dev/null; then
         return 0
     fi
@@ -103,6 +103,8 @@ ensure_build_deps() {
 }
 
 # --- building a version ------------------------------------------------------------------
+
+have_cc() { "$CC" --version >/dev/null 2>&1; }
 
 source_version() {
     sed -n 's/^version *= *"\(.*\)"/\1/p' "$SRC/pyproject.toml"
@@ -142,15 +144,15 @@ build_venv() {
 # the hook where there is no compiler. Built from the source the installed package ships.
 build_hook() {
     cp -p "$1/bin/jobcompd-spool" "$1/bin/jobcompd-spool.sh"
-    if ! command -v "$CC" >/dev/null 2>&1; then
-        say "no C compiler ($CC): the shell hook is the hook"
+    if ! have_cc; then
+        say "no working C compiler (CC=$CC): the shell hook is the hook"
         return 0
     fi
     _c=$("$1/bin/python" -c 'import os, jobcompd
 print(os.path.join(os.path.dirname(jobcompd.__file__), "hook", "jobcompd-spool.c"))')
     # shellcheck disable=SC2086  # the flags are words
     "$CC" $HOOK_CFLAGS ${CFLAGS:-} ${LDFLAGS:-} -o "$1/bin/jobcompd-spool.new" "$_c" \
-        || die "the compiled hook did not build ($_c); install with CC=false to keep the shell hook"
+        || die "the compiled hook did not build ($_c)"
     mv -f "$1/bin/jobcompd-spool.new" "$1/bin/jobcompd-spool"
 }
 

@@ -73,10 +73,12 @@ class Container:
 
     @property
     def root(self) -> Path:
+        """Where the overlay is mounted: the container's /."""
         return self.work / "root"
 
     @property
     def console_log(self) -> Path:
+        """The container's console (boot messages), quoted when the boot fails."""
         return self.work / "console.log"
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -117,10 +119,12 @@ class Container:
                 link.unlink()
 
     def _start_nspawn(self) -> None:
+        """nspawn in a cgroup of its own (``--keep-unit`` keeps the caller's, which parallel
+        runs would share), with the host's network: the broker is on the host's loopback."""
         self.cgroups = _cgroup_dirs(self.name)
         for d in self.cgroups:
             d.mkdir(exist_ok=True)
-        join = "; ".join(f"echo $$ > {d / 'cgroup.procs'}" for d in self.cgroups)
+        join = "".join(f"echo $$ > {d / 'cgroup.procs'}; " for d in self.cgroups)
         binds = [f"--bind-ro={src}:{dst}" for src, dst in self.binds]
         args = ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
                 "--link-journal=no", f"--directory={self.root}", f"--machine={self.name}",
@@ -128,7 +132,7 @@ class Container:
         env = {**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
         with open(self.console_log, "wb") as log:
             self.nspawn = subprocess.Popen(
-                ["/bin/sh", "-c", f'{join}; exec "$@"', "sh", *args],
+                ["/bin/sh", "-c", f'{join}exec "$@"', "sh", *args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def _inner_systemd(self) -> int | None:
@@ -147,6 +151,7 @@ class Container:
         return None
 
     def _wait_booted(self, timeout: float) -> None:
+        """Until boot is over; a "degraded" boot (some host unit failed inside) is fine."""
         res = self.run("systemctl is-system-running --wait", timeout=timeout, check=False)
         state = res.stdout.strip()
         if state not in ("running", "degraded"):
@@ -191,6 +196,7 @@ class Container:
 
 
 def _mount(*args: str) -> None:
+    """mount(8), its error message in the exception."""
     res = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise ContainerError(f"mount {' '.join(args)}: {res.stderr.strip()}")

@@ -1,11 +1,12 @@
 """The shipped unit under a real systemd, installed by ``make install`` and run as User=slurm.
 
 One container per module (tests/nspawn.py: the host's systemd as PID 1 over a throw-away
-overlay of /) gets jobcompd the way an operator installs it: ``make wheelhouse`` and ``make
-install WHEELHOUSE=...`` from a copy of this tree, the Slurm user created when missing. The
-daemon talks to the session's Tansu broker on the host's loopback (the container shares the
-host's network), records come through the installed hook run as slurm, and every check reads
-what systemd, journald and Kafka report. The one change to the shipped unit is a shorter
+overlay of /) gets jobcompd the way an operator installs it: ``make wheelhouse``, then ``make
+install WHEELHOUSE=...`` in a network namespace of its own (so with no network), from a copy
+of this tree, the Slurm user created when missing. The daemon talks to the session's Tansu
+broker on the host's loopback (the container shares the host's network), records come through
+the installed hook run as slurm, and every check reads what systemd, journald and Kafka
+report. The one change to the shipped unit is a shorter
 watchdog (a drop-in), so that a frozen loop is caught in seconds rather than a minute.
 
 A host that cannot boot the container fails these tests with the reason; they never skip.
@@ -18,6 +19,7 @@ import json
 import re
 import shlex
 import socket
+import subprocess
 import time
 import urllib.request
 import uuid
@@ -50,7 +52,7 @@ mkdir -p {SRC_INSIDE}
 tar -C /jobcompd-src --exclude=./.venv --exclude=./.git --exclude=./.hypothesis \
     --exclude=./.run --exclude=./.build --exclude=./build -cf - . | tar -C {SRC_INSIDE} -xf -
 make -C {SRC_INSIDE} wheelhouse WHEELHOUSE={WHEELS_INSIDE}
-make -C {SRC_INSIDE} install WHEELHOUSE={WHEELS_INSIDE}
+unshare --net make -C {SRC_INSIDE} install WHEELHOUSE={WHEELS_INSIDE}    # no network at all
 mkdir -p /etc/systemd/system/jobcompd.service.d
 printf '[Service]\\nWatchdogSec={WATCHDOG_S}s\\n' \
     > /etc/systemd/system/jobcompd.service.d/50-test.conf
@@ -76,10 +78,11 @@ class Box:
         self.c.write("/etc/jobcompd/rdkafka.conf",
                      f"bootstrap.servers={bootstrap or self.bootstrap}\n")
 
-    def systemctl(self, *args: str, check: bool = True):
+    def systemctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.c.run("systemctl " + shlex.join(args), check=check)
 
     def show(self, *props: str) -> dict[str, str]:
+        """The unit's properties, as systemd reports them."""
         out = self.systemctl("show", "-p", ",".join(props), "jobcompd").stdout
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
@@ -105,6 +108,7 @@ class Box:
         return self.c.run(f"ls {SPOOL}/{sub}").stdout.split()
 
     def journal(self, *matches: str) -> list[dict]:
+        """journalctl's entries (all fields) for these matches."""
         out = self.c.run("journalctl --no-pager -o json " + shlex.join(matches)).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
@@ -185,16 +189,19 @@ def test_install_names_a_missing_slurm_user_and_changes_nothing(box: Box):
 
 
 def test_destdir_stages_a_relocated_venv_without_a_user_check(box: Box):
+    """Staged for a package, here with no compiler: the shell hook is the hook."""
     stage = "/var/tmp/stage"
     box.c.run(f"make -C {SRC_INSIDE} install DESTDIR={stage} WHEELHOUSE={WHEELS_INSIDE} "
-              "SLURM_USER=nosuchuser", timeout=300)
+              "SLURM_USER=nosuchuser CC=false", timeout=300)
     link = box.c.run(f"readlink {stage}/opt/jobcompd").stdout.strip()
     assert link.startswith("/opt/jobcompd-0.")
     out = box.c.run(f"""cd {stage}{link}; head -1 bin/jobcompd; grep -rlF {stage} . | wc -l
+        head -1 bin/jobcompd-spool; cmp bin/jobcompd-spool bin/jobcompd-spool.sh && echo same
         grep -h '^User=' {stage}/usr/local/lib/systemd/system/jobcompd.service.d/*""")
-    shebang, leftovers, user = out.stdout.splitlines()
+    shebang, leftovers, hook, same, user = out.stdout.splitlines()
     assert shebang == f"#!{link}/bin/python"  # the final path, not the staging one
     assert leftovers == "0", "files name the staging folder"
+    assert (hook, same) == ("#!/bin/sh", "same")
     assert user == "User=nosuchuser"
 
 
@@ -392,6 +399,7 @@ def test_journald_keeps_every_line_of_500_records_per_second_with_debug(box: Box
 
 
 def install(box: Box) -> str:
+    """make install from the wheelhouse, as the setup did; its output."""
     return box.c.run(f"make -C {SRC_INSIDE} install WHEELHOUSE={WHEELS_INSIDE}",
                      timeout=300).stdout
 
