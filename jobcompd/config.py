@@ -153,13 +153,17 @@ def _shown(prop: KafkaProperty) -> str:
 # --------------------------------------------------------------------------- file reading
 
 
-def _read_text(path: Path, what: str) -> tuple[str, os.stat_result]:
-    """Read a small regular text file; every failure is a ConfigError naming the file."""
+def _read_text(path: Path, what: str, fix: str = "") -> tuple[str, os.stat_result]:
+    """Read a small regular text file; every failure is a ConfigError naming the file.
+    ``fix`` says what to do when the file cannot be opened."""
     try:
         # O_NONBLOCK: a FIFO given by mistake must not hang the daemon at open().
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read {what}: {e.strerror}") from None
+        if not fix and isinstance(e, PermissionError):
+            fix = ("; run this as root or as the daemon's user, and let that user read it "
+                   "('jobcompd check' as root names the command)")
+        raise ConfigError(f"{path}: cannot read {what}: {e.strerror}{fix}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -708,7 +712,10 @@ def config_path(cli_value: str | None) -> Path:
 def load(path: str | Path) -> Config:
     """Read and check jobcompd.conf and the files it names. Raises ConfigError."""
     path = Path(path).absolute()
-    text, _ = _read_text(path, "config file")
+    text, _ = _read_text(
+        path, "config file",
+        "" if path.exists() else f"; give its path with -c PATH or ${CONFIG_ENV} (default "
+        f"{DEFAULT_CONFIG_PATH})")
     entries = _parse_conf_text(text, path)
     base = path.parent
     warnings: list[str] = []
@@ -754,7 +761,12 @@ def load(path: str | Path) -> Config:
             "for example JobCompLoc=/etc/jobcompd/rdkafka.conf"
         )
     job_comp_loc = _resolve(loc, base)
-    kafka_text, kafka_stat = _read_text(job_comp_loc, "librdkafka properties file (JobCompLoc)")
+    try:
+        kafka_text, kafka_stat = _read_text(job_comp_loc,
+                                            "librdkafka properties file (JobCompLoc)")
+    except ConfigError as e:
+        # Name the line that pointed there too: the fix may be in either file.
+        raise ConfigError(f"{e} (set by {where('JobCompLoc')})") from None
     kafka = parse_kafka_text(kafka_text)
     check_kafka_properties(kafka, job_comp_loc)
     _check_kafka_semantics(kafka, job_comp_loc)

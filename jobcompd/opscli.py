@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import difflib
 import json
 import os
 import stat
@@ -36,6 +37,11 @@ EX_IOERR = 74
 EX_NOPERM = 77
 EX_CONFIG = 78
 
+#: The reasons jobcompd dead-letters a record for (besides ``kafka:<ERROR>``, the broker's
+#: refusal, and ``unknown``, a reason file that cannot be read).
+REASONS = ("malformed", "bad_name", "symlink", "not_regular", "hardlink", "owner",
+           "too_large", "unreadable", "timeout")
+
 #: How much of a dead letter ``failed show`` prints.
 SHOW_MAX_BYTES = 64 * 1024
 #: A status file older than this many update intervals is called stale.
@@ -44,7 +50,12 @@ STALE_INTERVALS = 3
 
 def register(subparsers: Any) -> None:
     """Add ``status`` and ``failed`` to jobcompd's command line."""
-    from jobcompd.cli import _add_config_arg
+    from jobcompd.cli import HelpFormatter, _add_config_arg, exit_status
+
+    common = [(EX_NOINPUT, "SpoolDir/failed/ is missing (is SpoolDir right?)"),
+              (EX_IOERR, "reading or moving failed"),
+              (EX_NOPERM, "no permission: run as root or as the daemon's user (SlurmUser)"),
+              (EX_CONFIG, "bad configuration (give --spool-dir DIR to work without it)")]
 
     p = subparsers.add_parser(
         "status", help="show the daemon's state (backlog, in flight, counters, last error)",
@@ -67,7 +78,11 @@ def register(subparsers: Any) -> None:
     actions = p.add_subparsers(dest="failed_action", metavar="ACTION", required=True)
 
     a = actions.add_parser("list", help="one line per dead letter: job, reason, time, message",
-                           description="List the dead letters, oldest first.")
+                           description="List the dead letters, oldest first.",
+                           formatter_class=HelpFormatter, epilog=exit_status(
+                               (EX_OK, "listed (also when there are none)"),
+                               (EX_USAGE, "--reason names no reason jobcompd gives"),
+                               *common))
     _add_failed_common(a, _add_config_arg)
     a.add_argument("--reason", metavar="REASON", help="only those with this reason "
                    "(malformed, too_large, timeout, kafka:..., ...)")
@@ -77,7 +92,12 @@ def register(subparsers: Any) -> None:
     a = actions.add_parser("show", help="print dead letters whole: reason and record",
                            description="Print each named dead letter: its reason file, the "
                            "record in readable form, and what jobcompd would send for it now "
-                           "(or why it cannot).")
+                           "(or why it cannot).",
+                           formatter_class=HelpFormatter, epilog=exit_status(
+                               (EX_OK, "shown"),
+                               (EX_USAGE, "a path outside SpoolDir/failed/"),
+                               (EX_NOINPUT, "no such dead letter, or SpoolDir/failed/ missing"),
+                               *common[1:]))
     _add_failed_common(a, _add_config_arg)
     a.add_argument("names", nargs="+", metavar="NAME", help="dead letter file name (as "
                    "listed), or its path in failed/")
@@ -87,7 +107,14 @@ def register(subparsers: Any) -> None:
                            description="Move the chosen dead letters back into new/ under "
                            "their own names (so they keep their place in time order) and "
                            "remove their reason files; the daemon sends them again. Fix the "
-                           "cause first, or they come back.")
+                           "cause first, or they come back.",
+                           formatter_class=HelpFormatter, epilog=exit_status(
+                               (EX_OK, "moved (also when none matched a known --reason)"),
+                               (EX_USAGE, "not exactly one of NAME..., --all, --reason; a "
+                                "--reason jobcompd never gives; a path outside failed/"),
+                               (EX_NOINPUT, "no such dead letter, or new/ already holds its "
+                                "name (the others are still moved)"),
+                               *common[1:]))
     _add_failed_common(a, _add_config_arg)
     a.add_argument("names", nargs="*", metavar="NAME", help="dead letter file names, or paths")
     a.add_argument("--all", action="store_true", help="every dead letter")
@@ -222,6 +249,12 @@ def print_status(doc: dict[str, Any], alive: statusmod.Liveness, out: TextIO,
     ]
     if doc.get("dead_letters") is not None:
         rows.append(("in failed/", f"{doc['dead_letters']} (jobcompd failed list)"))
+    if doc.get("unreadable"):
+        rows.append(("unreadable", f"{doc['unreadable']} records in new/ jobcompd may not "
+                                   "open: see the journal (record_unreadable) for the chown"))
+    for key, configured in sorted((doc.get("restart_needed") or {}).items()):
+        rows.append(("restart needed", f"{key} is {configured} in the file; the running "
+                                       "value is below until a restart"))
     rows += [
         ("reloads", str(counters.get("reloads", 0))),
         ("producer rebuilds", str(counters.get("producer_rebuilds", 0))),
@@ -317,7 +350,11 @@ def cmd_failed_list(args: argparse.Namespace) -> int:
     except OSError as e:
         return _fail_os(e, f"cannot list {args.spool_dir or 'SpoolDir'}/failed")
     rows = [_describe(n, i) for n, i in entries]
-    if args.reason:
+    if args.reason is not None:
+        problem = _unknown_reason(args.reason, [r["reason"] for r in rows])
+        if problem:
+            _err(problem)
+            return EX_USAGE
         rows = [r for r in rows if r["reason"] == args.reason]
     if args.json:
         print(json.dumps(rows, indent=1, ensure_ascii=False, default=str))
@@ -339,6 +376,22 @@ def cmd_failed_list(args: argparse.Namespace) -> int:
     print("show one with 'jobcompd failed show NAME'; send them again, once the cause is "
           "fixed, with 'jobcompd failed retry NAME...|--reason REASON|--all'")
     return EX_OK
+
+
+def _unknown_reason(reason: str, present: list[str]) -> str | None:
+    """Why ``--reason REASON`` selects nothing by construction (a typo), or None when it is a
+    reason jobcompd gives or one the dead letters in failed/ carry."""
+    if reason in REASONS or reason in present or (
+        reason.startswith("kafka:") and len(reason) > len("kafka:")
+    ) or reason == "unknown":
+        return None
+    known = [*REASONS, "kafka:<ERROR>"]
+    close = difflib.get_close_matches(reason, [*REASONS, *present], n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    here = Counter(present)
+    now = (", ".join(f"{k} {v}" for k, v in sorted(here.items())) if here else "none")
+    return (f"--reason {reason}: no such reason{hint} (reasons: {', '.join(known)}; "
+            f"in failed/ now: {now}); 'jobcompd failed list' shows each letter's reason")
 
 
 def _without_path(message: str, name: str) -> str:
@@ -493,6 +546,12 @@ def cmd_failed_retry(args: argparse.Namespace) -> int:
         return EX_CONFIG
     except OSError as e:
         return _fail_os(e, f"cannot list {args.spool_dir or 'SpoolDir'}/failed")
+    if args.reason is not None:
+        problem = _unknown_reason(args.reason, [info.get("reason", "unknown")
+                                                for _, info in entries])
+        if problem:
+            _err(problem)
+            return EX_USAGE
     status = EX_OK
     names: list[str] = []
     if args.names:

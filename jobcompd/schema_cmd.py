@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from typing import Any
 
 import msgspec
@@ -53,21 +55,34 @@ def schema_text() -> str:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    """Print the schema on stdout (needs no configuration; -c is accepted and ignored)."""
+    """Print the schema on stdout. It needs no configuration; a configuration named with -c
+    is checked all the same, so that a wrong path or a broken file is not passed over."""
+    if getattr(args, "config", None):
+        from jobcompd import config as configmod
+
+        try:
+            configmod.load(args.config)
+        except configmod.ConfigError as e:
+            print(f"jobcompd: {e}", file=sys.stderr)
+            return os.EX_CONFIG
     print(schema_text(), end="")
-    return 0
+    return os.EX_OK
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``jobcompd schema`` to the command line."""
-    from jobcompd.cli import _add_config_arg
+    from jobcompd.cli import HelpFormatter, _add_config_arg, exit_status
 
     p = subparsers.add_parser(
         "schema",
         help="print the JSON Schema of the messages jobcompd sends",
+        formatter_class=HelpFormatter,
         description="Print the JSON Schema (draft 2020-12) of the job record jobcompd sends to "
         "Kafka, with the Slurm version notes of each field. A copy is in "
-        "docs/message-schema.json.",
+        "docs/message-schema.json. It needs no configuration; one given with -c is checked.",
+        epilog=exit_status((os.EX_OK, "printed"),
+                           (os.EX_CONFIG, "the configuration given with -c is invalid or "
+                            "unreadable (the message names the file, line and key)")),
     )
     _add_config_arg(p)
     p.set_defaults(func=cmd_schema)

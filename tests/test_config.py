@@ -161,7 +161,8 @@ def test_config_path(monkeypatch) -> None:
 
 def test_missing_config_file(tmp_path: Path) -> None:
     message = error_of(tmp_path / "nope.conf")
-    assert str(tmp_path / "nope.conf") in message and "No such file" in message
+    assert message.startswith(f"{tmp_path}/nope.conf: cannot read config file: No such file")
+    assert "give its path with -c PATH or $JOBCOMPD_CONFIG" in message
 
 
 def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
@@ -620,8 +621,9 @@ def test_missing_job_comp_loc_file(tmp_path: Path) -> None:
     (tmp_path / "rdkafka.conf").unlink()
     assert error_of(path) == (
         f"{tmp_path}/rdkafka.conf: cannot read librdkafka properties file (JobCompLoc): "
-        "No such file or directory"
+        f"No such file or directory (set by {path}:2: JobCompLoc)"
     )
+
 
 
 def test_job_comp_loc_is_required(tmp_path: Path) -> None:
@@ -635,7 +637,8 @@ def test_job_comp_loc_must_be_a_regular_file(tmp_path: Path) -> None:
     (tmp_path / "rdkafka.conf").unlink()
     (tmp_path / "rdkafka.conf").mkdir()
     assert error_of(path) == (
-        f"{tmp_path}/rdkafka.conf: librdkafka properties file (JobCompLoc) is not a regular file"
+        f"{tmp_path}/rdkafka.conf: librdkafka properties file (JobCompLoc) is not a regular "
+        f"file (set by {path}:2: JobCompLoc)"
     )
 
 

@@ -275,6 +275,40 @@ def test_retry_needs_exactly_one_choice(capsys, installation):
     assert installation.new_files() == []
 
 
+def test_an_unknown_reason_is_a_usage_error_not_an_empty_result(capsys, installation):
+    """``--reason bogus`` used to exit 0 as if there were just no such letters."""
+    t = dead_letter(installation, 4651, "timeout")
+    code, out, err = run(capsys, "failed", "retry", "--reason", "timout",
+                         "-c", str(installation.conf))
+    assert (code, out) == (64, "")
+    assert err.startswith("jobcompd: --reason timout: no such reason; did you mean timeout? "
+                          "(reasons: malformed, bad_name,")
+    assert "in failed/ now: timeout 1" in err
+    assert installation.failed_files() == sorted([t, t + ".reason"])
+    code, out, err = run(capsys, "failed", "list", "--reason", "bogus",
+                         "-c", str(installation.conf))
+    assert (code, out) == (64, "")
+    assert "--reason bogus: no such reason" in err
+
+
+def test_a_known_reason_without_letters_and_a_broker_reason_are_fine(capsys, installation):
+    dead_letter(installation, 4661, "timeout")
+    for reason in ("malformed", "kafka:MSG_SIZE_TOO_LARGE"):
+        code, out, _ = run(capsys, "failed", "retry", "--reason", reason,
+                           "-c", str(installation.conf))
+        assert code == 0
+        assert out == f"no dead letters with reason {reason} in {installation.spool / 'failed'}\n"
+
+
+@pytest.mark.parametrize("argv", [["failed", "list"], ["failed", "show"], ["failed", "retry"]])
+def test_failed_help_lists_the_exit_status(capsys, argv):
+    with pytest.raises(SystemExit):
+        run(capsys, *argv, "--help")
+    out = capsys.readouterr().out
+    assert "exit status:\n  0   " in out
+    assert "\n  78  " in out and "\n  77  " in out
+
+
 def test_retry_of_a_missing_name_and_of_a_path_elsewhere(capsys, installation, tmp_path):
     a = dead_letter(installation, 4701, "timeout")
     code, _out, err = run(capsys, "failed", "retry", "nope", a, "-c", str(installation.conf))

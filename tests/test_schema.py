@@ -6,6 +6,8 @@ import argparse
 import contextlib
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,14 +20,14 @@ DATA = Path(__file__).parent / "data"
 REGENERATE = ".venv/bin/jobcompd schema > docs/message-schema.json"
 
 
-def run_schema_command(argv: list[str]) -> tuple[int, str]:
+def run_schema_command(argv: list[str]) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser(prog="jobcompd")
     schema_cmd.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = args.func(args)
-    return code, out.getvalue()
+    return code, out.getvalue(), err.getvalue()
 
 
 def test_checked_in_schema_is_up_to_date():
@@ -35,13 +37,36 @@ def test_checked_in_schema_is_up_to_date():
     )
 
 
-def test_schema_command_prints_the_schema_and_ignores_config():
-    code, out = run_schema_command(["schema", "-c", "/nonexistent/jobcompd.conf"])
+def test_schema_command_prints_the_schema_without_a_configuration(monkeypatch):
+    monkeypatch.setenv("JOBCOMPD_CONFIG", "/nonexistent/jobcompd.conf")  # not needed, not read
+    code, out, _ = run_schema_command(["schema"])
     assert code == 0
     assert out == schema_cmd.schema_text()
     schema = json.loads(out)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["type"] == "object"
+
+
+def test_a_configuration_given_with_c_is_checked(tmp_path):
+    """``schema -c /wrong/path`` is a mistake to tell, not to pass over with exit 0."""
+    code, out, err = run_schema_command(["schema", "-c", "/nonexistent/jobcompd.conf"])
+    assert (code, out) == (78, "")
+    assert err.startswith("jobcompd: /nonexistent/jobcompd.conf: cannot read config file: "
+                          "No such file or directory; give its path with -c PATH")
+    (tmp_path / "rdkafka.conf").write_text("bootstrap.servers=127.0.0.1:9092\n")
+    conf = tmp_path / "jobcompd.conf"
+    conf.write_text(f"ClusterName=c\nJobCompLoc={tmp_path / 'rdkafka.conf'}\n")
+    code, out, err = run_schema_command(["schema", "-c", str(conf)])
+    assert (code, err) == (0, "")
+    assert out == schema_cmd.schema_text()
+
+
+def test_schema_help_lists_its_exit_status():
+    res = subprocess.run([sys.executable, "-m", "jobcompd", "schema", "--help"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert res.returncode == 0
+    assert "exit status:\n  0   printed\n  78  the configuration given with -c is invalid" \
+        in res.stdout
 
 
 def test_every_field_has_a_description_and_the_versions_are_noted():
