@@ -10,7 +10,6 @@ import selectors
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
@@ -24,12 +23,18 @@ def jobcompd(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, env=_env(), cwd=ROOT)
 
 
+@pytest.fixture(autouse=True)
+def no_unit(tmp_path_factory, monkeypatch):
+    """A systemctl that knows no jobcompd.service: the check must not depend on this host's."""
+    stub = tmp_path_factory.mktemp("bin")
+    (stub / "systemctl").write_text("#!/bin/sh\necho LoadState=not-found\n")
+    (stub / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{stub}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}")
+
+
 def _env() -> dict[str, str]:
-    """No systemctl on PATH: the check must not depend on a jobcompd.service of this host."""
     env = dict(os.environ)
     env.pop("JOBCOMPD_CONFIG", None)
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                  if not (Path(p) / "systemctl").exists()) or "/nonexistent"
     return env
 
 
@@ -188,6 +193,26 @@ def test_consume_waits_for_the_next_message_or_says_it_did_not_come(broker, tmp_
     assert res.returncode == 75
     assert res.stdout == ""
     assert "jobcompd consume: 0 of 1 message arrived within 1 s" in res.stderr
+
+
+@pytest.mark.broker
+def test_consume_waits_for_a_topic_that_does_not_exist_yet(broker, tmp_path):
+    """Before the first job ends the topic may not exist: consume says so, and prints the
+    records once the broker creates it."""
+    dut = DaemonUnderTest(root=tmp_path, bootstrap=broker.bootstrap)
+    proc = subprocess.Popen([sys.executable, "-m", "jobcompd", "consume", "-c", str(dut.conf),
+                             "-n", "2", "--timeout", "60"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_env(), cwd=ROOT)
+    try:
+        _stderr_line(proc, f"topic {dut.topic} does not exist yet; waiting for it", timeout=30)
+        produce(broker.bootstrap, dut.topic, b'{"a":1}', b'{"b":2}')
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert [json.loads(ln)["value"] for ln in out.decode().splitlines()] == [{"a": 1}, {"b": 2}]
 
 
 def _stderr_line(proc: subprocess.Popen, text: str, timeout: float) -> str:
