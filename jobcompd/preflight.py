@@ -68,6 +68,17 @@ class UnitInfo:
     read_write_paths: tuple[Path, ...]
     state_directories: tuple[Path, ...]
     protect_system: str
+    private_tmp: bool = False
+    protect_home: str = ""
+
+    def hidden(self, path: Path) -> str | None:
+        """Why the daemon, inside the unit, would not see the ``path`` everyone else sees."""
+        if self.private_tmp and any(_under(path, Path(t)) for t in ("/tmp", "/var/tmp")):
+            return "PrivateTmp=yes gives the daemon a /tmp and /var/tmp of its own"
+        if self.protect_home in ("yes", "read-only", "tmpfs") and any(
+                _under(path, Path(h)) for h in ("/home", "/root", "/run/user")):
+            return f"ProtectHome={self.protect_home} hides /home, /root and /run/user"
+        return None
 
     def writable(self, path: Path) -> bool:
         """Whether the unit's sandbox lets the daemon write under ``path``."""
@@ -123,7 +134,7 @@ def unit_info(timeout: float = 5.0) -> UnitInfo | None:
     try:
         done = subprocess.run(
             [systemctl, "show", "--property=LoadState,User,ReadWritePaths,StateDirectory,"
-             "ProtectSystem", UNIT],
+             "ProtectSystem,PrivateTmp,ProtectHome", UNIT],
             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError):
         return None
@@ -139,7 +150,9 @@ def unit_info(timeout: float = 5.0) -> UnitInfo | None:
     paths = tuple(Path(p.lstrip("-+")) for p in props.get("ReadWritePaths", "").split() if p)
     states = tuple(Path("/var/lib") / d for d in props.get("StateDirectory", "").split() if d)
     return UnitInfo(user=props.get("User", "") or "root", read_write_paths=paths,
-                    state_directories=states, protect_system=props.get("ProtectSystem", ""))
+                    state_directories=states, protect_system=props.get("ProtectSystem", ""),
+                    private_tmp=props.get("PrivateTmp") == "yes",
+                    protect_home=props.get("ProtectHome", ""))
 
 
 # --------------------------------------------------------------------------- which user
@@ -505,6 +518,12 @@ def _check_state(report: Report, cfg: configmod.Config, stats: dict[str, dict[st
                    "another user?)", f"chown {account.owner} {state}/jobcompd.*",
                    os.EX_CANTCREAT)
         return
+    hidden = unit.hidden(state) if unit is not None else None
+    if hidden:
+        report.add(FAIL, "StateSaveLocation", f"{state}: the daemon would not see it inside "
+                   f"{UNIT}: {hidden}", "choose a StateSaveLocation under /var/lib",
+                   os.EX_CANTCREAT)
+        return
     if unit is not None and not unit.writable(state):
         report.add(FAIL, "StateSaveLocation", f"{state}: read-only inside {UNIT} "
                    "(ProtectSystem=strict, not in ReadWritePaths= or StateDirectory=)",
@@ -570,6 +589,12 @@ def _check_spool(report: Report, cfg: configmod.Config, stats: dict[str, dict[st
         if chown and default and TMPFILES.exists():
             fix = f"systemd-tmpfiles --create {TMPFILES}   (or: {fix})"
         report.add(FAIL, "SpoolDir", "; ".join(bad), fix, os.EX_CANTCREAT)
+        return
+    hidden = unit.hidden(spool) if unit is not None else None
+    if hidden:
+        report.add(FAIL, "SpoolDir", f"{spool}: the daemon would not see it inside {UNIT}: "
+                   f"{hidden}, and the hook writes the real one",
+                   "choose a SpoolDir under /var/spool", os.EX_CANTCREAT)
         return
     if unit is not None and not unit.writable(spool):
         report.add(FAIL, "SpoolDir", f"{spool}: read-only inside {UNIT} (ProtectSystem="

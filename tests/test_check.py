@@ -191,6 +191,21 @@ def test_the_user_is_the_units_user_and_its_sandbox_counts(site):
     assert site.check().returncode == 0
 
 
+def test_a_spool_in_tmp_is_not_the_one_the_unit_sees(site):
+    """PrivateTmp=yes: the daemon would watch a /tmp of its own while the hook writes the
+    real one, and no record would ever be sent."""
+    site.make_dirs()
+    site.systemctl(LoadState="loaded", User=pwd.getpwuid(os.geteuid()).pw_name,
+                   ProtectSystem="strict", PrivateTmp="yes",
+                   ReadWritePaths=f"{site.spool} {site.state}")
+    res = site.check()
+    assert res.returncode == 73
+    assert (f"{site.spool}: the daemon would not see it inside jobcompd.service: PrivateTmp=yes "
+            "gives the daemon a /tmp and /var/tmp of its own") in row(res.stdout, "FAIL",
+                                                                      "SpoolDir")
+    assert "choose a SpoolDir under /var/spool" in fixes(res.stdout)
+
+
 @as_root
 def test_the_user_is_slurm_confs_slurm_user(site):
     site.make_dirs(owner=0)
