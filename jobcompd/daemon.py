@@ -16,6 +16,7 @@ what happened and wake it through a pipe (gunicorn's arbiter does the same). The
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import os
 import select
@@ -46,6 +47,8 @@ from jobcompd.delivery import (
 from jobcompd.httpintake import HttpIntake, HttpIntakeError
 from jobcompd.intake import PendingQueue, SpoolWatcher, scan_into
 from jobcompd.retirer import Retirer
+from jobcompd.throttle import LogThrottle, broker_of
+from jobcompd.unreadable import UnreadableRecords
 
 log = structlog.get_logger("jobcompd")
 
@@ -80,6 +83,10 @@ SLOW_TICK_S = 10.0
 STATS_INTERVAL_MS = 30_000
 #: Timeout of the metadata request that tells a stalled producer from an unreachable broker.
 PROBE_TIMEOUT_S = 3.0
+
+#: Config attributes a reload does not change: the spool the hooks write into, and the lock,
+#: state and status files, move only with a restart.
+RESTART_KEYS = ("spool_dir", "state_dir")
 
 #: A record read and not yet parsed: its file's name, what the name says, and its bytes.
 _Item = tuple[str, spool.SpoolName, bytes]
@@ -122,10 +129,14 @@ class Daemon:
         self._next_probe = 0.0
         self._rebuild_reason: str | None = None
         self._broker_up: bool | None = None
+        self._broker_down_at = 0.0
+        #: repeats of one Kafka error reach the log once a minute, with their count.
+        self.log_throttle = LogThrottle()
         self._last_error: str | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.watcher = SpoolWatcher(self.spool.new, self.wake)
         self.retirer = Retirer(self.spool)
+        self.unreadable = UnreadableRecords(os.fspath(self.spool.new))
         self.metrics = metricsmod.Metrics()
         self.watchdog = notify.WatchdogTimer.from_env()
         self._started_at = time.time()
@@ -135,6 +146,8 @@ class Daemon:
         self._status_text = ""
         self._last_error_at: float | None = None
         self._dead_letters: int | None = None
+        #: keys a reload changed but could not apply, with their configured values.
+        self.restart_needed: dict[str, str] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -182,7 +195,8 @@ class Daemon:
         self._load_state()
         self._save_state(clean=False)
         self._start_http(cfg)
-        self.producer = Producer(producer_config(cfg), stats=self.metrics.librdkafka_stats)
+        self.producer = Producer(producer_config(cfg), stats=self.metrics.librdkafka_stats,
+                                 throttle=self.log_throttle)
         self._serve_metrics(cfg)
         self._install_signals()
         self.retirer.start()
@@ -422,21 +436,32 @@ class Daemon:
             return None  # never produced twice
         try:
             meta = spool.parse_name(name)
-            data = self.spool.read(name)
-        except FileNotFoundError:
-            return None  # retired meanwhile (a late inotify event, or removed by hand)
         except spool.RejectedFile as e:
             # A bad name is refused before the file is opened: a second event for a name
             # already dead-lettered (created, then closed) must not dead-letter it twice.
             if os.path.lexists(self.spool.new / name):
                 self._dead_letter(name, e.reason, str(e), job_id=None)
             return None
+        try:
+            data = self.spool.read(name)
+        except FileNotFoundError:
+            return None  # retired meanwhile (a late inotify event, or removed by hand)
+        except spool.Unreadable as e:
+            if self.unreadable.notice(name, meta.job_id, e.fix, time.monotonic()):
+                log.warning("record_unreadable", job_id=meta.job_id, job_event=meta.event,
+                            file=name, error=str(e), fix=e.fix)
+            return None
+        except spool.RejectedFile as e:
+            self._dead_letter(name, e.reason, str(e), job_id=meta.job_id)
+            return None
         except OSError as e:
             # Out of file descriptors or memory: the process's trouble, not the file's. It stays
             # in new/ and the next rescan brings it back.
-            log.error("spool_read_failed", file=name, error=str(e))
+            log.error("spool_read_failed", job_id=meta.job_id, file=name, error=str(e))
             self._rescan_requested = True
             return None
+        if self.unreadable:
+            self.unreadable.forget(name)
         return name, meta, data
 
     def _message(self, name: str, meta: spool.SpoolName, parsed: _Parsed) -> Message | None:
@@ -545,7 +570,7 @@ class Daemon:
             elif is_timeout(err):
                 if probe is None:
                     probe = self.producer.probe(PROBE_TIMEOUT_S)
-                    self._broker_up = probe
+                    self._set_broker_up(probe)
                 self._timed_out(msg, err, broker_answers=probe)
             elif is_purge(err):
                 msg.generation = -1  # only during shutdown: stays in the spool
@@ -555,7 +580,8 @@ class Daemon:
     def _delivered(self, msg: Message, rep: Report) -> None:
         del self.window[msg.name]
         self.retirer.retire(msg.name)
-        self._broker_up = True
+        if self._broker_up is not True:
+            self._set_broker_up(True)
         self._count("delivered")
         self.metrics.delivered(msg.arrived_ns)
         if self._trace:
@@ -603,8 +629,15 @@ class Daemon:
         heapq.heappush(self.retries, (msg.retry_at, self._retry_seq, msg))
         self._count("retried")
         self.metrics.retried()
-        log.warning("delivery_retry", job_id=msg.job_id, job_event=msg.event, file=msg.name,
-                    error=err.str(), retry_in=round(delay, 1), attempts=msg.attempts)
+        if self._trace:
+            log.debug("delivery_retry", job_id=msg.job_id, job_event=msg.event, file=msg.name,
+                      error=err.str(), retry_in=round(delay, 1), attempts=msg.attempts)
+        held = self.log_throttle.admit(("delivery_retry", err.name()))
+        if held is not None:
+            log.warning("deliveries_retrying", error=err.str(), code=err.name(),
+                        retry_in=round(delay, 1), **({"repeated": held} if held else {}),
+                        detail="the records stay in new/ and are sent again; "
+                        "DebugFlags=JobComp logs each one")
 
     def _dead_letter_msg(self, msg: Message, reason: str, message: str) -> None:
         self.window.pop(msg.name, None)
@@ -638,16 +671,16 @@ class Daemon:
         health = self.producer.health
         if health.errors:
             for err in health.errors:
-                if err.code() == KafkaError._ALL_BROKERS_DOWN:
-                    self._broker_up = False
                 self._note_error(err.str())
-                log.warning("kafka_error", error=err.str(), code=err.name(), fatal=err.fatal())
+                self._log_kafka_error(err)
+                if err.code() == KafkaError._ALL_BROKERS_DOWN:
+                    self._set_broker_up(False)
             health.errors.clear()
         if health.fatal is not None and self._rebuild_reason is None:
             self._rebuild_reason = f"fatal producer error: {health.fatal.str()}"
         if self._rebuild_reason is None and self._stalled(now):
             up = self.producer.probe(PROBE_TIMEOUT_S)
-            self._broker_up = up
+            self._set_broker_up(up)
             if up:
                 self._rebuild_reason = (
                     f"no delivery report for {self.config.params.stall_timeout_s:g} s while "
@@ -659,6 +692,32 @@ class Daemon:
             reason, self._rebuild_reason = self._rebuild_reason, None
             self._rebuild(reason)
 
+    def _log_kafka_error(self, err: KafkaError) -> None:
+        """One line per distinct error (code and broker) per minute, fatal ones always."""
+        held = 0
+        if not err.fatal():
+            held = self.log_throttle.admit(("kafka_error", err.name(), broker_of(err.str())))
+            if held is None:
+                return
+        fields = {"repeated": held} if held else {}
+        log.warning("kafka_error", error=err.str(), code=err.name(), fatal=err.fatal(), **fields)
+
+    def _set_broker_up(self, up: bool) -> None:
+        """Whether a broker answers; the changes are logged, not every report."""
+        was, self._broker_up = self._broker_up, up
+        if up == was:
+            return
+        now = time.monotonic()
+        if not up:
+            self._broker_down_at = now
+            log.warning("broker_unreachable", error=self._last_error,
+                        detail="records stay in the spool and are sent once a broker answers")
+            return
+        held = self.log_throttle.reset()
+        if was is False:
+            log.info("broker_reachable", down_s=round(now - self._broker_down_at, 1),
+                     repeats_not_logged=held)
+
     def _stalled(self, now: float) -> bool:
         stall = self.config.params.stall_timeout_s
         return (
@@ -667,8 +726,13 @@ class Daemon:
             and any(m.generation >= 0 for m in self.window.values())
         )
 
-    def _rebuild(self, reason: str, conf: dict[str, str] | None = None) -> bool:
-        """Replace the producer and queue every unacknowledged record to be sent again."""
+    def _rebuild(self, reason: str, conf: dict[str, str] | None = None, *,
+                 intended: bool = False) -> bool:
+        """Replace the producer and queue every unacknowledged record to be sent again.
+
+        ``intended``: asked for by the operator (a reload with new librdkafka properties), so
+        logged at info and not counted with the rebuilds that mean trouble (the churn alert).
+        """
         assert self.producer is not None
         old_gen = self.producer.generation
         try:
@@ -676,8 +740,9 @@ class Daemon:
         except KafkaException as e:
             log.error("producer_rebuild_failed", reason=reason, error=str(e))
             return False
-        self._count("producer_rebuilds")
-        self.metrics.rebuilt()
+        if not intended:
+            self._count("producer_rebuilds")
+            self.metrics.rebuilt()
         self.metrics.forget_librdkafka_stats()
         unsent = self._settle(reports, old_gen)
         resend = [m for m in self.window.values() if m.generation == old_gen]
@@ -688,8 +753,9 @@ class Daemon:
         self.ready.extendleft(reversed(resend))
         self._progress_at = time.monotonic()
         self._next_probe = 0.0
-        log.warning("producer_rebuilt", reason=reason, resent=len(resend),
-                    generation=self.producer.generation)
+        (log.info if intended else log.warning)(
+            "producer_rebuilt", reason=reason, resent=len(resend),
+            generation=self.producer.generation)
         return True
 
     def _settle(self, reports: list[Report], generation: int) -> set[str]:
@@ -727,18 +793,22 @@ class Daemon:
             self.metrics.reloaded(False)
             log.error("reload_failed", error=str(e), detail="the running configuration is kept")
             return
-        for key in ("spool_dir", "state_dir"):
-            if getattr(new, key) != getattr(old, key):
-                log.warning("reload_needs_restart", key=key, running=str(getattr(old, key)),
-                            configured=str(getattr(new, key)))
+        new, pending = _keep_restart_keys(new, old)
         if new.kafka_changed(old) and not self._rebuild(
-            "librdkafka properties changed", producer_config(new)
+            "librdkafka properties changed", producer_config(new), intended=True
         ):
             self.metrics.reloaded(False)
             log.error("reload_failed", error="the new librdkafka properties were refused",
                       detail="the running configuration is kept")
             return
         self.config = new
+        if pending != self.restart_needed:
+            if pending:
+                log.warning("reload_needs_restart", configured=pending,
+                            running={k: str(getattr(old, k)) for k in pending},
+                            detail="kept in force until jobcompd restarts "
+                            "(systemctl restart jobcompd)")
+            self.restart_needed = pending
         logmod.configure(debug=new.debug_jobcomp, log_format=new.log_format,
                          target=new.log_target)
         if new.metrics_listen != old.metrics_listen:
@@ -819,6 +889,15 @@ class Daemon:
         except OSError:
             return None
 
+    def _remind_unreadable(self, now: float) -> None:
+        """Once an hour while records in new/ cannot be opened: how many, and the fix."""
+        reminder = self.unreadable.reminder(now)
+        if reminder is not None:
+            log.warning("records_unreadable", count=reminder.count,
+                        oldest_s=round(reminder.oldest_s), files=reminder.files,
+                        fix="; ".join(reminder.fixes),
+                        detail="they stay in new/ and are sent once jobcompd can read them")
+
     def _tick(self, now: float, force: bool = False) -> None:
         """Bring STATUS=, the status file and the gauges up to date (every TICK_S)."""
         self._next_tick = now + TICK_S
@@ -826,6 +905,7 @@ class Daemon:
         if slow:
             self._next_slow_tick = now + SLOW_TICK_S
             self._dead_letters = self._count_dead_letters()
+            self._remind_unreadable(now)
         backlog, truncated = len(self.queue), self.queue.truncated
         in_flight = len(self.window)
         oldest = self._oldest_pending_ns()
@@ -840,13 +920,15 @@ class Daemon:
             notify.status(text)
         self.metrics.set_state(backlog=backlog, in_flight=in_flight, oldest_pending_ns=oldest,
                                broker_up=self._broker_up, backlog_truncated=truncated,
-                               dead_letters=self._dead_letters)
+                               dead_letters=self._dead_letters, unreadable=len(self.unreadable),
+                               restart_needed=bool(self.restart_needed))
         doc = statusmod.build_status(
             state=self._phase, started_at=self._started_at, backlog=backlog,
             in_flight=in_flight, oldest_pending_ns=oldest, broker_up=self._broker_up,
             counters=self.counters, config=statusmod.config_summary(self.config),
             last_error=self._last_error, last_error_at=self._last_error_at,
             backlog_truncated=truncated, dead_letters=self._dead_letters, interval_s=TICK_S,
+            unreadable=len(self.unreadable), restart_needed=self.restart_needed,
         )
         try:
             statusmod.write_status(self.config.state_dir, doc)
@@ -857,6 +939,16 @@ class Daemon:
                 self.metrics.write_textfile(self.config.metrics_textfile)
             except metricsmod.MetricsError as e:
                 log.warning("metrics_textfile_unwritable", error=str(e))
+
+
+def _keep_restart_keys(new: Config, running: Config) -> tuple[Config, dict[str, str]]:
+    """The reloaded configuration with the settings that only a restart can move (the spool
+    the hooks write, the lock and state file) kept as they run, and the configured values
+    that wait for that restart."""
+    pending = {k: str(getattr(new, k)) for k in RESTART_KEYS
+               if getattr(new, k) != getattr(running, k)}
+    kept = dataclasses.replace(new, **{k: getattr(running, k) for k in pending})
+    return kept, pending
 
 
 def producer_config(cfg: Config) -> dict[str, str]:

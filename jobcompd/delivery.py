@@ -24,6 +24,7 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException
 
 from jobcompd.log import KafkaLogAdapter
+from jobcompd.throttle import LogThrottle
 
 #: Value of the ``schema`` header: the version of the payload format (Slurm's jobcomp JSON).
 SCHEMA_VERSION = b"1"
@@ -85,8 +86,10 @@ class Producer:
     """Owns the current confluent-kafka Producer and rebuilds it on demand."""
 
     def __init__(self, conf: dict[str, str],
-                 stats: Callable[[str], None] | None = None) -> None:
+                 stats: Callable[[str], None] | None = None,
+                 throttle: LogThrottle | None = None) -> None:
         self._stats = stats
+        self._throttle = throttle
         self.generation = 0
         self.health = ProducerHealth()
         self._reports: list[Report] = []
@@ -98,7 +101,7 @@ class Producer:
     def _build(self, conf: dict[str, str]) -> confluent_kafka.Producer:
         full: dict[str, Any] = dict(conf)
         full["error_cb"] = self._on_error
-        full["logger"] = KafkaLogAdapter()
+        full["logger"] = KafkaLogAdapter(self._throttle)
         if self._stats is not None and int(conf.get("statistics.interval.ms", "0") or 0) > 0:
             full["stats_cb"] = self._stats  # served from poll(), on the main loop's thread
         return confluent_kafka.Producer(full)

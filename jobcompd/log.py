@@ -34,6 +34,8 @@ import structlog
 from structlog.processors import CallsiteParameter
 from systemd import journal
 
+from jobcompd.throttle import LogThrottle, broker_of
+
 
 def _render_job_event(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """Rename structlog's message key to ``msg`` and ``job_event`` to ``event``."""
@@ -53,6 +55,22 @@ def _first_keys(*keys: str) -> structlog.typing.Processor:
         return ordered
 
     return reorder
+
+
+def _containers_as_json(fields: dict[str, Any]) -> dict[str, Any]:
+    """Dicts, lists, tuples and sets as compact JSON text, so that a logfmt line carries
+    ``kafka={"acks":"all"}`` rather than a Python repr."""
+    for key, value in fields.items():
+        if isinstance(value, (dict, list, tuple, set, frozenset)):
+            if isinstance(value, (set, frozenset)):
+                value = sorted(value, key=str)
+            fields[key] = json.dumps(value, default=str, ensure_ascii=False,
+                                     separators=(",", ":"))
+    return fields
+
+
+def _json_containers(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    return _containers_as_json(event_dict)
 
 
 TARGETS = ("auto", "journal", "stderr")
@@ -104,6 +122,7 @@ def _stream_processors(log_format: str) -> list[structlog.typing.Processor]:
         structlog.processors.format_exc_info,
         _render_job_event,
         _first_keys("ts", "level", "msg", "job_id", "event"),
+        *([] if log_format == "json" else [_json_containers]),
         renderer,
     ]
 
@@ -165,7 +184,7 @@ def _human_line(msg: str, fields: dict[str, Any]) -> str:
         return f"librdkafka {fields.get('facility') or '-'}: {fields.get('detail', '')}"
     shown = {k: fields[k] for k in ("job_id", "event") if fields.get(k) is not None}
     shown.update((k, v) for k, v in fields.items() if v is not None and k not in shown)
-    return f"{msg} {_logfmt(None, '', shown)}" if shown else msg
+    return f"{msg} {_logfmt(None, '', _containers_as_json(shown))}" if shown else msg
 
 
 def _to_journal(_logger: Any, _name: str, event_dict: dict[str, Any]) -> tuple[tuple, dict]:
@@ -274,14 +293,24 @@ class KafkaLogAdapter:
 
     confluent-kafka forwards librdkafka's log queue from ``poll()`` (so on the main loop's thread)
     as ``logger.log(python_level, "%s [%s] %s", facility, client, message)``; this forwards into
-    structlog with the facility as a field.
+    structlog with the facility as a field. With a ``throttle``, a warning or error repeats at
+    most once per its interval for one facility and broker, with the count held back; debug
+    lines (librdkafka's ``debug`` property) all pass.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, throttle: LogThrottle | None = None) -> None:
         self._log = structlog.get_logger("librdkafka")
+        self._throttle = throttle
 
     def log(self, level: int, fmt: str, *args: Any) -> None:
         facility, client, message = (*args, "", "", "")[:3] if args else ("", "", fmt)
+        detail = str(message)
+        repeated = 0
+        if level >= logging.WARNING and self._throttle is not None:
+            held = self._throttle.admit(("librdkafka", facility, broker_of(detail)))
+            if held is None:
+                return
+            repeated = held
         if level >= logging.ERROR:
             emit = self._log.error
         elif level >= logging.WARNING:
@@ -290,7 +319,11 @@ class KafkaLogAdapter:
             emit = self._log.info
         else:
             emit = self._log.debug
-        emit("librdkafka", facility=facility, client=client, detail=str(message))
+        if repeated:
+            emit("librdkafka", facility=facility, client=client, detail=detail,
+                 repeated=repeated)
+        else:
+            emit("librdkafka", facility=facility, client=client, detail=detail)
 
 
 def under_journald() -> bool:

@@ -263,6 +263,8 @@ class Metrics:
         self._oldest_pending_ns: int | None = None
         self._broker_up: bool | None = None
         self._dead_letters: int | None = None
+        self._unreadable = 0
+        self._restart_needed = False
         self._librdkafka: LibrdkafkaStats | None = None
         self._started = time.time()
         self.registry = CollectorRegistry(auto_describe=False)
@@ -315,7 +317,8 @@ class Metrics:
 
     def set_state(self, *, backlog: int, in_flight: int, oldest_pending_ns: int | None,
                   broker_up: bool | None, backlog_truncated: bool = False,
-                  dead_letters: int | None = None) -> None:
+                  dead_letters: int | None = None, unreadable: int = 0,
+                  restart_needed: bool = False) -> None:
         """The daemon's gauges.
 
         ``backlog``: records in new/ not yet handed to Kafka (``backlog_truncated``: that is a
@@ -324,7 +327,11 @@ class Metrics:
         None when there is none; its age is computed at each scrape, so it keeps growing even
         if this is not called. ``broker_up``: None until known. ``dead_letters``: records in
         failed/ waiting for an operator (None: not counted, the gauge is left out).
+        ``unreadable``: records in new/ the daemon may not open (owner or mode).
+        ``restart_needed``: a reload changed a key that applies only at the next start.
         """
+        self._unreadable = unreadable
+        self._restart_needed = restart_needed
         self._backlog = backlog
         self._backlog_truncated = backlog_truncated
         self._in_flight = in_flight
@@ -405,6 +412,12 @@ class Metrics:
         if self._dead_letters is not None:
             letters.add_metric([], self._dead_letters)
         out.append(letters)
+        out.append(_gauge("jobcompd_unreadable_records",
+                          "Records in SpoolDir/new/ jobcompd may not open (owner or mode); "
+                          "they wait for a chown", self._unreadable))
+        out.append(_gauge("jobcompd_restart_needed",
+                          "1 when a reload changed a setting that applies only after a restart",
+                          1 if self._restart_needed else 0))
         out.append(self._latency_family())
         if self._librdkafka is not None:
             out.extend(_librdkafka_families(self._librdkafka))

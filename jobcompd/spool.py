@@ -16,7 +16,9 @@ import errno
 import heapq
 import json
 import os
+import pwd
 import re
+import shlex
 import stat
 import time
 from collections.abc import Iterator, Set
@@ -54,6 +56,32 @@ class RejectedFile(SpoolError):
         super().__init__(message)
         self.name = name
         self.reason = reason
+
+
+class Unreadable(SpoolError):
+    """A record the daemon may not open because of its owner or mode: not bad data. It stays
+    in new/ and is taken once someone runs ``fix`` (a chown or chmod command)."""
+
+    def __init__(self, name: str, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.fix = fix
+
+
+def _access_fix(path: str) -> str:
+    """The command that lets this process read ``path``: a chown to its user when another
+    user owns the file, else a chmod."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return f"chmod 0600 {shlex.quote(path)}"
+    if st.st_uid != os.geteuid():
+        try:
+            user = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            user = str(os.geteuid())
+        return f"chown {shlex.quote(user)} {shlex.quote(path)}"
+    return f"chmod u+r {shlex.quote(path)}"
 
 
 class SpoolName(NamedTuple):
@@ -299,8 +327,8 @@ class Spool:
 
         FileNotFoundError propagates (the file was retired or moved meanwhile). Errors of the
         process rather than of the file (EMFILE, ENFILE, ENOMEM, ...) propagate as OSError so
-        that a good record is retried later instead of dead-lettered. Anything else raises
-        RejectedFile.
+        that a good record is retried later instead of dead-lettered. A file this process may
+        not open (its owner or mode) raises Unreadable. Anything else raises RejectedFile.
         """
         _check_entry_name(name)
         path = f"{self._new_text}/{name}"
@@ -308,6 +336,10 @@ class Spool:
             fd = open_for_reading(path)
         except FileNotFoundError:
             raise
+        except PermissionError as e:
+            fix = _access_fix(path)
+            raise Unreadable(name, f"cannot open {path}: {e.strerror} (jobcompd runs as uid "
+                             f"{os.geteuid()}); it stays in new/ until {fix}", fix) from e
         except OSError as e:
             if e.errno in _TRANSIENT_ERRNOS:
                 raise
@@ -354,9 +386,7 @@ class Spool:
             return RejectedFile(name, "not_regular",
                                 f"{path} is not a regular file (socket or device); only "
                                 "record files belong in new/")
-        return RejectedFile(name, "unreadable",
-                            f"cannot open {path}: {e.strerror}; the daemon's user must be "
-                            "able to read records (mode 0600, owned by SpoolOwners)")
+        return RejectedFile(name, "unreadable", f"cannot open {path}: {e.strerror}")
 
     def _check_stat(self, name: str, path: str, st: os.stat_result) -> None:
         if not stat.S_ISREG(st.st_mode):

@@ -97,12 +97,16 @@ def build_status(
     last_error_at: float | None = None,
     backlog_truncated: bool = False,
     dead_letters: int | None = None,
+    unreadable: int = 0,
+    restart_needed: Mapping[str, str] | None = None,
     interval_s: float = UPDATE_INTERVAL_S,
     now: float | None = None,
 ) -> dict[str, Any]:
     """The status document. ``state`` is one of STATES; ``started_at``, ``last_error_at`` and
     ``now`` are Unix times; ``oldest_pending_ns`` is the spool time stamp (epoch ns) of the
-    oldest unacknowledged record; ``config`` is :func:`config_summary`'s result."""
+    oldest unacknowledged record; ``config`` is :func:`config_summary`'s result (the
+    configuration in force); ``restart_needed`` maps the keys a reload changed but could not
+    apply to their configured values."""
     if state not in STATES:
         raise ValueError(f"status state {state!r}: expected one of {', '.join(STATES)}")
     now = time.time() if now is None else now
@@ -124,6 +128,8 @@ def build_status(
         "oldest_pending_age_s": max(0.0, now - oldest_at) if oldest_at is not None else None,
         "broker": {None: "unknown", True: "up", False: "down"}[broker_up],
         "dead_letters": dead_letters,
+        "unreadable": unreadable,
+        "restart_needed": dict(restart_needed or {}),
         "counters": dict(counters),
         "last_error": (None if last_error is None
                        else {"message": last_error, "at": last_error_at}),

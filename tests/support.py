@@ -104,6 +104,8 @@ class DaemonUnderTest:
     params: dict[str, str | None] = field(default_factory=dict)
     kafka: dict[str, str] = field(default_factory=dict)
     extra_conf: dict[str, str] = field(default_factory=dict)
+    #: run the daemon under this (setpriv, say): [*command_prefix, python, -m, jobcompd, run]
+    command_prefix: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     log_path: Path = field(init=False)
     _log_offset: int = 0
@@ -147,7 +149,7 @@ class DaemonUnderTest:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jobcompd", "run", "-c", str(self.conf)],
+            [*self.command_prefix, sys.executable, "-m", "jobcompd", "run", "-c", str(self.conf)],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env, cwd=self.root,
         )
         log.close()

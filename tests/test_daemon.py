@@ -173,9 +173,84 @@ def test_sighup_with_new_kafka_properties_rebuilds_the_producer(daemon):
     daemon.write_config()
     daemon.signal(signal.SIGHUP)
     daemon.wait_log("reloaded")
-    assert daemon.log_lines("producer_rebuilt")
+    # Asked for: an info line, not the warning (and the counter) of a producer in trouble.
+    (rebuilt,) = daemon.log_lines("producer_rebuilt")
+    assert "level=info" in rebuilt and "librdkafka properties changed" in rebuilt
     daemon.hook(end_env(202))
     assert sorted(ids_of(daemon.consume(2, settle=0.5))) == [201, 202]
+    assert _status(daemon)["counters"].get("producer_rebuilds", 0) == 0
+    (started,) = daemon.log_lines("started")
+    assert 'kafka="{\\"' in started  # the properties as JSON, not a Python dict
+
+
+def _status(daemon) -> dict:
+    def read() -> dict | None:
+        try:
+            return json.loads((daemon.state / "jobcompd.status").read_text())
+        except (OSError, ValueError):
+            return None
+    return wait_for(read, 10, what="the status file")
+
+
+def test_sighup_that_moves_the_spool_keeps_the_running_paths_and_says_so(daemon, tmp_path):
+    """SpoolDir and StateSaveLocation move only with a restart: a reload keeps both (lock,
+    status file, spool), says so once, and the status shows what is in force."""
+    daemon.start()
+    running_spool, running_state = daemon.spool, daemon.state
+    daemon.spool, daemon.state = tmp_path / "spool2", tmp_path / "state2"
+    daemon.state.mkdir()
+    daemon.write_config()
+    for reloads in (1, 2):
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log("reloaded", count=reloads)
+    (line,) = daemon.log_lines("reload_needs_restart")  # once, not at every reload
+    assert "spool2" in line and "state2" in line
+    daemon.spool, daemon.state = running_spool, running_state
+    assert not any((tmp_path / "state2").iterdir())  # no status file moved there
+    doc = wait_for(lambda: (d := _status(daemon))["restart_needed"] and d, 10,
+                   what="restart_needed in the status file")
+    assert doc["config"]["spool_dir"] == str(running_spool)
+    assert doc["config"]["state_dir"] == str(running_state)
+    assert doc["restart_needed"] == {"spool_dir": str(tmp_path / "spool2"),
+                                     "state_dir": str(tmp_path / "state2")}
+    daemon.hook(end_env(205))  # into the running spool, delivered as before
+    assert ids_of(daemon.consume(1)) == [205]
+
+
+#: The daemon as root without the capabilities that let root read any file: it may open only
+#: what its uid owns or its mode allows, as the SlurmUser daemon of a real installation.
+NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+          "--inh-caps=-dac_override,-dac_read_search", "--"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping capabilities needs root")
+def test_a_record_the_daemon_may_not_open_waits_in_new_with_the_fix(tmp_path, broker):
+    """A valid record of a trusted writer, mode 0600 under another uid: not bad data. It
+    stays in new/, is counted and logged (with its job id and the chown that fixes it), and
+    is sent once the chown is done."""
+    dut = DaemonUnderTest(root=tmp_path, bootstrap=broker.bootstrap,
+                          params={"rescan_interval": "1"},
+                          extra_conf={"SpoolOwners": "root,64030"}, command_prefix=NO_DAC)
+    dut.start()
+    try:
+        name = f"{time.time_ns():019d}.301.end.env"
+        (dut.spool / "tmp" / name).write_bytes(end_env_bytes(301))
+        os.chmod(dut.spool / "tmp" / name, 0o600)
+        os.chown(dut.spool / "tmp" / name, 64030, 64030)  # before it shows up in new/
+        os.rename(dut.spool / "tmp" / name, dut.spool / "new" / name)
+        dut.hook(end_env(302))  # a good one beside it goes on
+        assert ids_of(dut.consume(1)) == [302]
+        (line,) = dut.wait_log("record_unreadable")
+        assert "job_id=301" in line and name in line and "Permission denied" in line
+        assert f"chown root {dut.spool / 'new' / name}" in line
+        assert dut.new_files() == [name] and dut.failed_files() == []
+        wait_for(lambda: _status(dut).get("unreadable") == 1, 10, what="unreadable 1")
+        os.chown(dut.spool / "new" / name, 0, 0)  # the fix
+        assert ids_of(dut.consume(2, settle=0.5)) == [302, 301]
+        wait_for(lambda: _status(dut).get("unreadable") == 0, 10, what="unreadable 0")
+        assert len(dut.log_lines("record_unreadable")) == 1  # once, not at every rescan
+    finally:
+        dut.stop()
 
 
 def test_broker_outage_piles_up_on_disk_and_everything_arrives_after(daemon, broker):
@@ -192,7 +267,7 @@ def test_broker_outage_piles_up_on_disk_and_everything_arrives_after(daemon, bro
         for i in range(5, 400):
             drop(daemon.spool, 300 + i, i)
         # Only the window is in memory; the rest waits on disk.
-        daemon.wait_log("delivery_retry", timeout=30)
+        daemon.wait_log("deliveries_retrying", timeout=30)
         backlog = len(daemon.new_files())
         assert backlog >= 395 - 50
         rss = rss_kib(daemon.proc.pid)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -242,9 +243,81 @@ def test_a_missing_spool_fails_except_in_the_prolog(hook: Path, tmp_path: Path, 
 def test_a_spool_without_tmp_fails(hook: Path, spool: Path, tmp_path: Path) -> None:
     (spool / "tmp").rmdir()
     done = run_hook(hook, slurm_env("end-1.env"), "-d", str(spool), cwd=tmp_path)
-    assert done.returncode != 0
-    assert b"no tmp/ or new/" in done.stderr
+    assert done.returncode == 73
+    assert b"cannot use %s/tmp: No such file or directory (the hook runs as uid 0 (root)" % (
+        bytes(spool)) in done.stderr, done.stderr
     assert new_files(spool) == []
+
+
+def _as_nobody() -> None:
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+@pytest.fixture
+def outside_tmp_path() -> Iterator[Path]:
+    """A folder another user may enter (pytest's own base folder is root's alone)."""
+    with tempfile.TemporaryDirectory(prefix="jobcompd-hook-") as top:
+        os.chmod(top, 0o755)
+        yield Path(top)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running the hook as another user needs root")
+@pytest.mark.parametrize("blocked", ["spool", "tmp", "new"])
+def test_a_hook_that_may_not_enter_the_spool_says_why_and_as_whom(
+        hook: Path, outside_tmp_path: Path, blocked: str) -> None:
+    """The hook runs as a user the spool does not let in: the message gives the system's
+    reason, the user and the folder (not 'no tmp/ or new/ directory')."""
+    spool = outside_tmp_path / "spool"
+    for sub in ("tmp", "new"):
+        (spool / sub).mkdir(parents=True, mode=0o755)
+    os.chmod(spool, 0o755)
+    (spool if blocked == "spool" else spool / blocked).chmod(0o700)
+    exe = outside_tmp_path / "jobcompd-spool"
+    shutil.copy(hook, exe)
+    os.chmod(exe, 0o755)
+    done = run_hook(exe, slurm_env("end-1.env"), "-d", str(spool), cwd=outside_tmp_path,
+                    preexec_fn=_as_nobody)
+    assert done.returncode == 73, done.stderr
+    folder = spool / ("tmp" if blocked == "spool" else blocked)
+    assert done.stderr.startswith(b"jobcompd-spool: cannot use %s: Permission denied (the hook "
+                                  b"runs as uid 65534 (nobody)" % bytes(folder)), done.stderr
+    assert os.listdir(spool / "new") == [] and os.listdir(spool / "tmp") == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running the hook as another user needs root")
+def test_a_hook_that_may_not_write_tmp_says_why_and_as_whom(hook: Path,
+                                                              outside_tmp_path: Path) -> None:
+    spool = outside_tmp_path / "spool"
+    for sub in ("tmp", "new"):
+        (spool / sub).mkdir(parents=True, mode=0o755)
+    os.chmod(spool, 0o755)
+    exe = outside_tmp_path / "jobcompd-spool"
+    shutil.copy(hook, exe)
+    os.chmod(exe, 0o755)
+    done = run_hook(exe, slurm_env("end-1.env"), "-d", str(spool), cwd=outside_tmp_path,
+                    preexec_fn=_as_nobody)
+    assert done.returncode == 73, done.stderr
+    assert re.fullmatch(rb"jobcompd-spool: cannot create a file in %s/tmp \(last tried "
+                        rb"%s/tmp/1\.end\.\d+\.0\): Permission denied \(the hook runs as uid "
+                        rb"65534 \(nobody\)\); job 1 end not recorded\n"
+                        % (re.escape(bytes(spool)), re.escape(bytes(spool))), done.stderr), (
+        done.stderr)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+def test_a_record_written_as_root_belongs_to_the_owner_of_new(hook: Path, spool: Path,
+                                                              tmp_path: Path) -> None:
+    """jobcompd runs as the spool's owner (SlurmUser) and must be able to read the record,
+    whoever wrote it: a hook run as root gives it to the owner of new/ before the rename."""
+    os.chown(spool / "new", 64030, 64031)
+    done = run_hook(hook, slurm_env("end-1.env"), "-d", str(spool), "-t", str(NS),
+                    cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    st = (spool / "new" / f"{NS}.1.end.env").stat()
+    assert (st.st_uid, st.st_gid) == (64030, 64031)
+    assert stat.S_IMODE(st.st_mode) == 0o600
 
 
 @pytest.mark.parametrize(("fixture", "variable", "value"), [
@@ -461,7 +534,8 @@ def test_a_failure_goes_to_syslog_as_daemon_err(hook: Path, tmp_path: Path,
             message = sock.recv(65536)
     # <27>: facility daemon (3) * 8 + severity err (3); then the tag and the stderr text.
     assert message.startswith(b"<27>"), message
-    assert re.search(rb" jobcompd-spool: spool \S+/none has no tmp/ or new/ directory", message)
+    assert re.search(rb" jobcompd-spool: cannot use \S+/none/tmp: No such file or directory",
+                     message)
     assert done.stderr.splitlines()[-1].split(b": ", 1)[1] in message
 
 

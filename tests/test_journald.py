@@ -154,8 +154,8 @@ def test_events_become_journal_fields(monkeypatch):
     (lines,) = sent
     fields = dict(line.split("=", 1) for line in lines)
     assert fields["MESSAGE"] == ("delivered job_id=4242 event=job_end file=x.end.env topic=t1 "
-                                 "partition=2 offset=17 attempts=1 kafka=\"{'acks': 'all'}\" "
-                                 "ok=true")
+                                 "partition=2 offset=17 attempts=1 "
+                                 'kafka="{\\"acks\\":\\"all\\"}" ok=true')
     assert fields["PRIORITY"] == "7"
     assert fields["SYSLOG_IDENTIFIER"] == "jobcompd"
     assert fields["JOBCOMPD_MSG"] == "delivered"

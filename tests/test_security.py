@@ -58,7 +58,7 @@ def test_secrets_never_reach_the_log_or_any_output(daemon: DaemonUnderTest):
     daemon.start()
     daemon.hook(end_env(13_000_000))
     daemon.wait_log("librdkafka", count=200)  # debug=all is talking: the handshake was tried
-    daemon.wait_log("delivery_retry", timeout=30)  # the broker refused SASL: records wait
+    daemon.wait_log("deliveries_retrying", timeout=30)  # the broker refused SASL: records wait
 
     secrets = dict(SECRETS)
     secrets["sasl.password"] = "s3cr3t-SASL-pw-CHANGED-41"
@@ -240,7 +240,7 @@ def test_a_broker_it_cannot_verify_gets_nothing_and_the_records_stay(tmp_path, t
         wait_for(lambda: [ln for ln in dut.log_lines("kafka_error")
                           if "certificate verify failed" in ln], 30,
                  what="a kafka_error about the certificate")
-        dut.wait_log("delivery_retry", timeout=30)  # past message.timeout.ms
+        dut.wait_log("deliveries_retrying", timeout=30)  # past message.timeout.ms
         assert len(dut.new_files()) == 10
         assert dut.failed_files() == []
         assert dut.proc.poll() is None

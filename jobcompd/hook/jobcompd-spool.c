@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -231,10 +232,34 @@ static void clock_stamp(char *buf, size_t size)
     check_stamp(buf, "from the clock");
 }
 
-static int is_dir(const char *path)
+/* "uid N (name)": the user this hook runs as, for messages about permissions. */
+static const char *whoami(void)
+{
+    static char buf[96];
+    struct passwd *pw = getpwuid(geteuid());
+
+    snprintf(buf, sizeof buf, "uid %lu (%s)", (unsigned long)geteuid(),
+             pw != NULL ? pw->pw_name : "?");
+    return buf;
+}
+
+/* Fail unless DIR is a folder this hook may enter, with the system's reason and the user. */
+static void check_dir(const char *dir, const char *spool)
 {
     struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    int err = 0;
+
+    if (stat(dir, &st) != 0)
+        err = errno;
+    else if (!S_ISDIR(st.st_mode))
+        err = ENOTDIR;
+    else if (access(dir, X_OK) != 0)
+        err = errno;
+    if (err != 0)
+        fail(EX_CANTCREAT, "cannot use %s: %s (the hook runs as %s; the spool belongs to"
+             " SlurmUser: check the owner and mode of %s and its tmp/ and new/, or create them"
+             " with systemd-tmpfiles --create); job %s %s not recorded", dir, strerror(err),
+             whoami(), spool, jobid, event);
 }
 
 static char *join(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -286,12 +311,27 @@ static void write_file(const char *tmpdir, const char *newdir, const char *stamp
         free(cand);
         cand = join("%s/%s.%s.%ld.%d", tmpdir, jobid, event, (long)getpid(), tries);
         fd = open(cand, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+        if (fd < 0 && (errno == EACCES || errno == EPERM)) {
+            const char *why = strerror(errno);  /* before getpwuid() may change errno */
+            fail(EX_CANTCREAT, "cannot create a file in %s (last tried %s): %s (the hook runs"
+                 " as %s); job %s %s not recorded", tmpdir, cand, why, whoami(), jobid, event);
+        }
         if (fd < 0 && errno != EEXIST)
             fail(EX_CANTCREAT, "cannot create a file in %s (last tried %s): %s; job %s %s"
                  " not recorded", tmpdir, cand, strerror(errno), jobid, event);
     }
     tmpf = cand;
     check_signals();
+
+    /* Written by another user than the spool's owner (root, say): the record is given to the
+     * owner of new/, as jobcompd runs as that user and must be able to read it (before the
+     * fsync, which makes the owner durable too). A user who may not chown leaves it as it is:
+     * jobcompd keeps such a record in new/ and says how to fix it. */
+    struct stat nst;
+    if (stat(newdir, &nst) == 0 && nst.st_uid != geteuid()
+        && fchown(fd, nst.st_uid, nst.st_gid) != 0) {
+        /* not ours to give away: the daemon reports it */
+    }
 
     for (const char *p = dump; size > 0;) {
         ssize_t n = write(fd, p, size);
@@ -433,9 +473,8 @@ int main(int argc, char **argv)
 
     char *tmpdir = join("%s/tmp", spool);
     char *newdir = join("%s/new", spool);
-    if (!is_dir(tmpdir) || !is_dir(newdir))
-        fail(EX_CANTCREAT, "spool %s has no tmp/ or new/ directory (is jobcompd installed and"
-             " its spool created?); job %s %s not recorded", spool, jobid, event);
+    check_dir(tmpdir, spool);
+    check_dir(newdir, spool);
 
     /* A write beyond a file-size limit fails with EFBIG instead of killing the hook without
      * a word. */

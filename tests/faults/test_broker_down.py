@@ -8,11 +8,15 @@ dead-lettered.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 
 import pytest
 
-from tests.faults.common import Stream, assert_alive, drain, scaled, tally
+from jobcompd import status
+from tests.broker import wait_for
+from tests.faults.common import Stream, assert_alive, drain, drop, scaled, tally
 from tests.support import rss_kib
 
 pytestmark = [pytest.mark.broker, pytest.mark.faults]
@@ -52,7 +56,7 @@ def test_broker_down_longer_than_message_timeout(dut, own_broker, outage):
             assert_alive(dut)
             time.sleep(0.2)
         # The outage outlasted message.timeout.ms: records timed out and wait for a retry.
-        assert dut.log_lines("delivery_retry"), dut.log_text()[-3000:]
+        assert dut.log_lines("deliveries_retrying"), dut.log_text()[-3000:]
         backlog = len(dut.new_files())
         assert backlog > backlog_before, "records arriving during the outage pile up on disk"
         if outage == "hung":
@@ -77,4 +81,48 @@ def test_broker_down_longer_than_message_timeout(dut, own_broker, outage):
     assert t.dead_lettered == 0, dut.failed_files()[:10]
     assert rss_max < RSS_BOUND_MIB * 1024, f"RSS {rss_max // 1024} MiB during the outage"
     assert_alive(dut)
+    assert dut.stop() == 0
+
+
+def _retried(dut) -> int:
+    try:
+        doc = json.loads((dut.state / status.STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return 0
+    return int(doc.get("counters", {}).get("retried", 0))
+
+
+_KEY = re.compile(r"\bmsg=(\S+).*?\b(?:code|facility)=(\S+)")
+
+
+def test_an_unreachable_broker_logs_each_error_once_a_minute(dut, own_broker):
+    """Refused connections and timed-out records repeat every second or so; the journal gets
+    one line per distinct error (by source and code, not by text) per minute, no line per
+    record, one line when the broker is lost and one when it answers again."""
+    dut.params.update(requeue_on_msg_timeout=None, retry_backoff_max="1")
+    dut.kafka["message.timeout.ms"] = "1000"
+    dut.write_config()
+    own_broker.stop()
+    dut.start()
+    sent = [5_000_000 + i for i in range(20)]
+    for job_id in sent:
+        drop(dut.spool, job_id)
+    # Twenty records timing out and retried every second or two: repeats by the dozen.
+    wait_for(lambda: _retried(dut) >= 60, 60, interval=0.2, what="60 retries in the outage")
+    lines = dut.log_lines()
+    kafka = [ln for ln in lines
+             if re.search(r"\bmsg=(kafka_error|librdkafka|deliveries_retrying) ", ln)]
+    keys = [_KEY.search(ln).groups() for ln in kafka]
+    assert len(keys) == len(set(keys)), "\n".join(kafka)  # each distinct error once
+    assert {k for k, _ in keys} >= {"kafka_error", "deliveries_retrying"}, "\n".join(kafka)
+    assert not dut.log_lines("delivery_retry")  # per record only with DebugFlags=JobComp
+    assert len(dut.log_lines("broker_unreachable")) == 1
+
+    own_broker.start()  # the same port: the broker answers again
+    got = drain(dut, sent)
+    (back,) = dut.wait_log("broker_reachable")
+    held = int(re.search(r"repeats_not_logged=(\d+)", back).group(1))
+    assert held > 0, back
+    t = tally("outage_log_volume", sent, got, dut, log_lines=len(dut.log_lines()))
+    assert t.lost == 0 and t.dead_lettered == 0
     assert dut.stop() == 0
