@@ -1,7 +1,11 @@
 """A real slurmctld, end to end: Slurm jobs → hooks / HTTP intake → spool → daemon → Kafka.
 
-A one-node Slurm 22.05+ cluster (Debian's slurm-wlm, or EPEL's slurm; installed when missing)
-runs real jobs twice:
+A one-node Slurm 22.05 cluster runs real jobs twice. Where the host's Slurm is 22.05 (Debian
+12's slurm-wlm, installed when missing; on a RHEL-family host EPEL's slurm, as it comes) it is
+the host's; elsewhere (a Debian 13 host has 24.11) it runs from a Debian 12 root built with
+mmdebstrap and cached in /var/cache/jobcompd-tests (tests/slurm/chroot_cluster.py, the runner
+the 24.11 test uses too). ``JOBCOMPD_TEST_SLURM22_ROOT=1`` takes the root on any host, ``=0``
+the host's Slurm whatever its release. The two rounds:
 
 1. ``JobCompType=jobcomp/script`` with ``JobCompLoc`` and ``PrologSlurmctld`` running the real
    hook (through a wrapper that names the spool, as slurmctld passes no environment);
@@ -14,6 +18,10 @@ job`` reports. The time-limit jobs take 1.5 to 2.5 minutes, so both are submitte
 second round's (``-t 2``) keeps running through the slurmctld restart and ends under
 jobcomp/elasticsearch.
 
+The daemon, its spool and the hooks live in the cluster's folder (inside the root where there is
+one, so that slurmctld's hooks reach the spool); the compiled hook is linked statically there,
+as the root's C library may be older than the host's.
+
 All in one test: one machine has one munged and one cluster folder (and its lock), which two
 xdist workers could not share.
 """
@@ -24,6 +32,8 @@ import calendar
 import json
 import os
 import shlex
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,14 +44,10 @@ import pytest
 from jobcompd.httpintake import HttpIntake
 from jobcompd.spool import Spool
 from tests.broker import free_port
-from tests.slurm.cluster import (
-    ClusterError,
-    SlurmCluster,
-    ensure_installed,
-    wait_all_done,
-    wait_for_state,
-)
-from tests.support import HOOK, DaemonUnderTest, build_c_hook
+from tests.slurm import chroot
+from tests.slurm.chroot_cluster import ChrootCluster, how_it_runs, slurm22_cluster
+from tests.slurm.cluster import ClusterBase, ClusterError, wait_all_done, wait_for_state
+from tests.support import C_HOOK_CFLAGS, C_HOOK_SOURCE, HOOK, DaemonUnderTest, build_c_hook
 
 pytestmark = [pytest.mark.slurm, pytest.mark.broker]
 
@@ -55,22 +61,24 @@ ABSENT = "(no such key)"  # an expected value: the message must not have the key
 
 @pytest.fixture(scope="session")
 def slurm():
-    """Slurm and munge installed, munged answering, folders clean; the test starts slurmctld
-    and slurmd with its own settings. Everything started here is stopped by PID at the end."""
+    """Slurm 22.05 and munge there (the host's or a Debian 12 root's), munged answering,
+    folders clean; the test starts slurmctld and slurmd with its own settings. Everything
+    started here is stopped by PID at the end."""
     if os.geteuid() != 0:
         pytest.fail("the Slurm end-to-end test runs slurmctld, slurmd and munged and installs "
-                    "them when missing: run it as root", pytrace=False)
+                    "them (or builds a Debian 12 root with them) when missing: run it as root",
+                    pytrace=False)  # fmt: skip
     try:
-        ensure_installed()
-    except ClusterError as e:
+        cluster = slurm22_cluster()
+    except (ClusterError, chroot.RootError) as e:
         pytest.fail(f"cannot run the Slurm end-to-end test: {e}", pytrace=False)
-    cluster = SlurmCluster()
     try:
         cluster.prepare()
         cluster.start_munge()
-    except ClusterError as e:
+    except (ClusterError, chroot.RootError) as e:
         cluster.stop()
-        pytest.fail(f"cannot run the Slurm end-to-end test: {e}", pytrace=False)
+        pytest.fail(f"cannot run the Slurm end-to-end test ({cluster.describe()}): {e}",
+                    pytrace=False)  # fmt: skip
     yield cluster
     cluster.stop()
 
@@ -90,7 +98,7 @@ class Job:
     scontrol: dict[str, str] = field(default_factory=dict)
 
 
-def submit_battery(slurm: SlurmCluster, rnd: str) -> tuple[list[Job], int, int]:
+def submit_battery(slurm: ClusterBase, rnd: str) -> tuple[list[Job], int, int]:
     """The jobs of one round but the time-limit job: (jobs, cancel-running id, array id)."""
     sb = slurm.sbatch
     jobs = [
@@ -107,18 +115,18 @@ def submit_battery(slurm: SlurmCluster, rnd: str) -> tuple[list[Job], int, int]:
     return jobs, running, array
 
 
-def cancel_when_running(slurm: SlurmCluster, job_id: int) -> None:
+def cancel_when_running(slurm: ClusterBase, job_id: int) -> None:
     wait_for_state(slurm, job_id, {"RUNNING"}, 60)
     slurm.run("scancel", str(job_id))
 
 
-def array_tasks(slurm: SlurmCluster, array_id: int, rnd: str) -> list[Job]:
+def array_tasks(slurm: ClusterBase, array_id: int, rnd: str) -> list[Job]:
     tasks = slurm.show_job(array_id)
     assert sorted(t.get("ArrayTaskId") for t in tasks) == ["1", "2", "3"], tasks
     return [Job(f"array-task-{t['ArrayTaskId']}", rnd, int(t["JobId"])) for t in tasks]
 
 
-def record_scontrol(slurm: SlurmCluster, jobs: list[Job]) -> None:
+def record_scontrol(slurm: ClusterBase, jobs: list[Job]) -> None:
     for job in jobs:
         # (the array task that keeps the array's id shows all tasks)
         shown = [j for j in slurm.show_job(job.job_id) if j["JobId"] == str(job.job_id)]
@@ -278,21 +286,50 @@ def check_scenario(job: Job) -> list[str]:
 # The test
 
 
-def write_hook_wrapper(path: Path, spool: Path, hook: Path = HOOK) -> Path:
-    """slurmctld runs hooks with a clean environment: name the spool, then exec the hook."""
+def install_hooks(slurm: ClusterBase, spool: Path, build_dir: Path) -> tuple[str, str]:
+    """The shell hook and the compiled one in the cluster's hooks folder, each behind a wrapper
+    naming the spool (slurmctld runs hooks with a clean environment); returns the wrappers'
+    paths as slurmctld sees them: (shell, compiled)."""
+    hooks = slurm.base / "hooks"
+    shutil.copy(HOOK, hooks / "jobcompd-spool")
+    if isinstance(slurm, ChrootCluster):
+        c_hook = _build_static_c_hook(hooks / "jobcompd-spool-c")
+    else:
+        c_hook = shutil.copy(build_c_hook(build_dir), hooks / "jobcompd-spool-c")
+    return (write_hook_wrapper(slurm, hooks / "jobcompd-hook", spool, hooks / "jobcompd-spool"),
+            write_hook_wrapper(slurm, hooks / "jobcompd-hook-c", spool, Path(c_hook)))
+
+
+def _build_static_c_hook(out: Path) -> Path:
+    """The compiled hook with the README's flags, linked statically: it runs in a root whose
+    C library may be older than the one it was compiled against."""
+    cc = shutil.which("cc")
+    assert cc is not None, "no C compiler (cc): run `make sysdeps`"
+    done = subprocess.run([cc, *C_HOOK_CFLAGS, "-Werror", "-static", "-o", str(out),
+                           str(C_HOOK_SOURCE)], capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, ("linking the hook statically failed (the static C library, "
+                                  f"libc.a, is in libc6-dev / glibc-static):\n"
+                                  f"{done.stderr.decode(errors='replace')}")  # fmt: skip
+    return out
+
+
+def write_hook_wrapper(slurm: ClusterBase, path: Path, spool: Path, hook: Path) -> str:
+    """A wrapper at ``path`` that names the spool, then execs the hook; returns its path as
+    slurmctld sees it."""
     path.write_text("#!/bin/sh\n"
-                    f"JOBCOMPD_SPOOL={shlex.quote(str(spool))}\n"
+                    f"JOBCOMPD_SPOOL={shlex.quote(slurm.inside(spool))}\n"
                     "export JOBCOMPD_SPOOL\n"
-                    f"exec {shlex.quote(str(hook))}\n")
+                    f"exec {shlex.quote(slurm.inside(hook))}\n")
     path.chmod(0o755)
-    return path
+    return slurm.inside(path)
 
 
 def test_real_slurm_jobs_arrive_in_kafka_with_scontrols_values(slurm, broker, tmp_path):
     t0 = time.monotonic()
     http_port = free_port()
-    dut = DaemonUnderTest(root=tmp_path, bootstrap=broker.bootstrap, cluster=slurm.cluster,
-                          params={"enable_job_start": None})
+    # In the cluster's folder: a root's slurmctld runs the hooks, which write to the spool.
+    dut = DaemonUnderTest(root=slurm.base / "jobcompd", bootstrap=broker.bootstrap,
+                          cluster=slurm.cluster, params={"enable_job_start": None})
     if INTAKE_IN_DAEMON:
         dut.extra_conf["HttpListen"] = f"127.0.0.1:{http_port}"
         dut.write_config()
@@ -301,11 +338,9 @@ def test_real_slurm_jobs_arrive_in_kafka_with_scontrols_values(slurm, broker, tm
     try:
         # jobcomp/script runs the shell hook, PrologSlurmctld the compiled one: both under
         # slurmscriptd.
-        hook = write_hook_wrapper(slurm.base / "hooks" / "jobcompd-hook", dut.spool)
-        c_hook = write_hook_wrapper(slurm.base / "hooks" / "jobcompd-hook-c", dut.spool,
-                                    build_c_hook(tmp_path))
-        script_settings = {"jobcomp_type": "jobcomp/script", "jobcomp_loc": str(hook),
-                           "prolog": str(c_hook)}
+        hook, c_hook = install_hooks(slurm, dut.spool, tmp_path)
+        script_settings = {"jobcomp_type": "jobcomp/script", "jobcomp_loc": hook,
+                           "prolog": c_hook}
         es_settings = {**script_settings, "jobcomp_type": "jobcomp/elasticsearch",
                        "jobcomp_loc": f"http://127.0.0.1:{http_port}/slurm/jobcomp"}
         slurm.start(**script_settings)
@@ -384,8 +419,8 @@ def test_real_slurm_jobs_arrive_in_kafka_with_scontrols_values(slurm, broker, tm
     assert dut.failed_files() == [], [
         (dut.spool / "failed" / n).read_text(errors="replace") for n in dut.failed_files()]
     assert not problems, "\n".join(problems) + "\n\n" + _dump(jobs, ends, starts)
-    print(f"slurm e2e: round 1 done after {t_round1:.0f} s, all after {elapsed:.0f} s; "
-          f"{len(ends)} end and {len(starts)} start messages checked")
+    print(f"slurm e2e ({how_it_runs(slurm)}): round 1 done after {t_round1:.0f} s, all after "
+          f"{elapsed:.0f} s; {len(ends)} end and {len(starts)} start messages checked")
 
 
 def _dump(jobs: list[Job], ends: list[Any], starts: list[Any]) -> str:

@@ -2,11 +2,14 @@
 release beside the host's.
 
 Debian 13 (trixie) ships Slurm 24.11 with its jobcomp/kafka plugin (``slurm-wlm-kafka-plugin``)
-and Debian 12 (bookworm) Slurm 22.05; whichever the host is not gets a root built with
-``mmdebstrap`` from Debian's own package registry, cached outside the repository
-(``/var/cache/jobcompd-tests/``), so later runs start at once. Package scripts never start
-services in it (a ``policy-rc.d`` that exits 101). Processes run in it through ``chroot`` with
-/proc, /sys, /dev, /dev/pts and a tmpfs /run mounted, and the host's network.
+and Debian 12 (bookworm) Slurm 22.05. The 24.11 test always runs trixie's from a root; the
+22.05 test runs bookworm's from a root where the host's Slurm is not 22.05 (a Debian 13 host;
+tests/slurm/cluster.py, ``slurm22_root_reason``). A root is built with ``mmdebstrap`` from
+Debian's own package registry and cached outside the repository
+(``/var/cache/jobcompd-tests/<suite>-slurm-<ROOT_VERSION>``), so later runs start at once.
+Package scripts never start services in it (a ``policy-rc.d`` that exits 101). Processes run
+in it through ``chroot`` with /proc, /sys, /dev, /dev/pts and a tmpfs /run mounted, and the
+host's network.
 
 Every failure says why (``RootError``): no root privileges, no mmdebstrap and no way to
 install it, the build itself failing (its log's tail is in the message).
@@ -22,10 +25,14 @@ import subprocess
 from pathlib import Path
 
 CACHE = Path(os.environ.get("JOBCOMPD_TEST_CACHE", "/var/cache/jobcompd-tests"))
-#: Bumped when the package list changes, so an old cached root is not taken for a new one.
+#: Bumped when a package list changes, so an old cached root is not taken for a new one.
 ROOT_VERSION = "1"
-PACKAGES = ["slurm-wlm", "slurm-client", "slurmctld", "slurmd", "munge", "procps",
-            "slurm-wlm-kafka-plugin", "ca-certificates"]  # fmt: skip
+_COMMON = ["slurm-wlm", "slurm-client", "slurmctld", "slurmd", "munge", "procps",
+           "ca-certificates"]  # fmt: skip
+#: What each suite's root holds: trixie's Slurm 24.11 with its jobcomp/kafka (a package of its
+#: own), bookworm's Slurm 22.05 with jobcomp/elasticsearch (22.05 has no jobcomp/kafka).
+PACKAGES = {"trixie": [*_COMMON, "slurm-wlm-kafka-plugin"],
+            "bookworm": [*_COMMON, "slurm-wlm-elasticsearch-plugin"]}  # fmt: skip
 POLICY_RC = "#!/bin/sh\n# package scripts must not start services in this root\nexit 101\n"
 MOUNTS = [("proc", "proc", None), ("sysfs", "sys", None), ("/dev", "dev", "bind"),
           ("/dev/pts", "dev/pts", "bind"), ("tmpfs", "run", None)]  # fmt: skip
@@ -44,8 +51,10 @@ def host_codename() -> str:
     return ""
 
 
-def ensure_root(suite: str, packages: list[str] = PACKAGES) -> Path:
-    """The cached root of ``suite`` with ``packages``, built when missing. Raises RootError."""
+def ensure_root(suite: str, packages: list[str] | None = None) -> Path:
+    """The cached root of ``suite`` with ``packages`` (default: ``PACKAGES[suite]``), built
+    when missing. Raises RootError."""
+    packages = packages if packages is not None else PACKAGES[suite]
     root = CACHE / f"{suite}-slurm-{ROOT_VERSION}"
     if (root / ".complete").exists():
         return root

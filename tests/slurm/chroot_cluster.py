@@ -3,13 +3,20 @@
 munged, slurmctld and slurmd of the root run under ``chroot`` with the host's network; their
 files live in ``<root>/srv/jobcompd-e2e`` (``/srv/jobcompd-e2e`` inside), which is emptied at
 the start of each run and kept afterwards for inspection. Each daemon is started in its
-foreground mode in a session of its own and stopped by its PID.
+foreground mode in a session of its own and stopped by its PID; what else runs in the root
+at the start or end of a run (the jobs of a killed run) is killed. A lock beside the root
+keeps two runs on one root apart.
+
+Used by tests/test_slurm_kafka_plugin.py (Slurm 24.11 from a trixie root, always) and by
+tests/test_slurm_e2e.py (Slurm 22.05 from a bookworm root where the host's Slurm is not 22.05:
+``slurm22_cluster()``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -21,49 +28,103 @@ from typing import Any
 
 from tests.broker import free_port, wait_for
 from tests.slurm import chroot
-from tests.slurm.cluster import ClusterError, Daemon
+from tests.slurm.cluster import CONF_TEMPLATE as HOST_CONF_TEMPLATE
+from tests.slurm.cluster import (
+    ClusterBase,
+    ClusterError,
+    Daemon,
+    SlurmCluster,
+    ensure_installed,
+    host_slurm_version,
+    slurm22_root_reason,
+    take_lock,
+)
 
 HERE = Path(__file__).resolve().parent
 CONF_TEMPLATE = HERE / "slurm-chroot.conf.in"
 INSIDE = Path("/srv/jobcompd-e2e")
+#: Slurm 23.02+ refuses to start slurmd without cgroups here unless told there are none.
+NO_CGROUPS = "CgroupPlugin=disabled\n"
+#: 22.05 has no "disabled" and its autodetection fails on the root's /sys (no cgroup file
+#: system there): naming cgroup/v1 skips it, and with proctrack/linuxproc and task/none the
+#: plugin touches no cgroup (the host's 22.05 autodetects v1 here and runs the same way).
+CGROUP_V1 = "CgroupPlugin=cgroup/v1\n"
 
 
 @dataclass
-class ChrootCluster:
-    """The cluster in ``root``; ``start()`` brings it up, ``stop()`` takes it down."""
+class ChrootCluster(ClusterBase):
+    """The cluster in ``root``; ``start()`` brings it up, ``stop()`` takes it down.
+
+    ``template`` is the slurm.conf template (string.Template, ``base`` is ``INSIDE``);
+    ``cgroup_conf`` the root's /etc/slurm/cgroup.conf (None: none); ``why``
+    says, in messages, why this Slurm runs from a root.
+    """
 
     root: Path
     cluster: str = "kafkacluster"
+    template: Path = CONF_TEMPLATE
+    cgroup_conf: str | None = NO_CGROUPS
+    why: str = ""
     host: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
     ctld_port: int = field(default_factory=free_port)
     slurmd_port: int = field(default_factory=free_port)
     daemons: dict[str, Daemon] = field(default_factory=dict)
+    _lock_fd: int | None = None
 
     def outside(self, inside: Path | str) -> Path:
         """The host's path of a path inside the root."""
         return self.root / str(inside).lstrip("/")
 
+    def inside(self, path: Path) -> str:
+        return "/" + str(Path(path).relative_to(self.root))
+
     @property
-    def base(self) -> Path:
+    def base(self) -> Path:  # type: ignore[override]
         return self.outside(INSIDE)
 
+    @property
+    def jobs_dir(self) -> Path:
+        return self.base / "jobs"
+
+    def describe(self) -> str:
+        return f"Slurm in the root {self.root}" + (f", as {self.why}" if self.why else "")
+
     def prepare(self) -> None:
-        """Mount the root's file systems, stop a killed run's daemons, make clean folders."""
-        chroot.mount(self.root)
-        for pidfile in sorted((self.base / "run").glob("*.pid")):
-            with contextlib.suppress(OSError, ValueError, ProcessLookupError):
-                pid = int(pidfile.read_text())
-                if Path(f"/proc/{pid}/root").resolve() == self.root.resolve():
-                    subprocess.run(["kill", "-KILL", str(pid)], check=False)
-        shutil.rmtree(self.base, ignore_errors=True)
-        for sub in ("etc", "run", "log", "state", "spool/slurmd", "jobs", "hooks"):
-            (self.base / sub).mkdir(parents=True, exist_ok=True)
-        self.outside("/etc/slurm/cgroup.conf").write_text("CgroupPlugin=disabled\n")
+        """Take the root's lock, mount its file systems, kill what a killed run left running
+        in it, make clean folders."""
+        self._lock_fd = take_lock(self.root.with_name(self.root.name + ".run.lock"),
+                                  f"Slurm in {self.root}")  # fmt: skip
+        try:
+            chroot.mount(self.root)
+            self._kill_leftovers()
+            shutil.rmtree(self.base, ignore_errors=True)
+            for sub in ("etc", "run", "log", "state", "spool/slurmd", "jobs", "hooks"):
+                (self.base / sub).mkdir(parents=True, exist_ok=True)
+            cgroup = self.outside("/etc/slurm/cgroup.conf")
+            if self.cgroup_conf is None:
+                cgroup.unlink(missing_ok=True)
+            else:
+                cgroup.write_text(self.cgroup_conf)
+        except BaseException:
+            self._release()
+            raise
+
+    def _kill_leftovers(self) -> None:
+        """SIGKILL every process whose root is ours (daemons and jobs of a killed run): under
+        the lock nothing else can run there."""
+        ours = self.root.resolve()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            with contextlib.suppress(OSError):
+                if Path(os.readlink(entry / "root")) == ours:
+                    os.kill(int(entry.name), signal.SIGKILL)
 
     def start_munge(self) -> None:
         self.chroot_run("install", "-d", "-o", "munge", "-g", "munge", "-m", "755", "/run/munge")
-        self._start("munged", ["setpriv", "--reuid=munge", "--regid=munge", "--init-groups",
-                               "munged", "--foreground", "--force"])  # fmt: skip
+        self._start_daemon("munged", ["chroot", str(self.root), "setpriv", "--reuid=munge",
+                                      "--regid=munge", "--init-groups", "munged",
+                                      "--foreground", "--force"])  # fmt: skip
         try:
             wait_for(lambda: self.chroot_run("sh", "-c", "munge -n | unmunge",
                                              check=False).returncode == 0,
@@ -77,66 +138,29 @@ class ChrootCluster:
                   "ctld_port": str(self.ctld_port), "slurmd_port": str(self.slurmd_port),
                   "prolog": "", "epilog": "", "jobcomp_params": "",
                   **settings}  # fmt: skip
-        text = Template(CONF_TEMPLATE.read_text()).substitute(values)
+        text = Template(self.template.read_text()).substitute(values)
         self.outside("/etc/slurm/slurm.conf").write_text(text)
 
-    def start(self, **settings: str) -> None:
-        """Write slurm.conf, start slurmctld and slurmd, wait until the node is idle."""
-        self.write_conf(**settings)
-        self._start_ctld()
-        self._start("slurmd", ["slurmd", "-D", "-N", self.host])
-        self._wait_idle()
-
-    def restart_ctld(self, **settings: str) -> None:
-        """A new slurm.conf for a new slurmctld (JobCompType needs a restart)."""
-        self.daemons.pop("slurmctld").stop()
-        self.write_conf(**settings)
-        self._start_ctld()
-        self._wait_idle()
-
-    def _start_ctld(self) -> None:
-        self._start("slurmctld", ["slurmctld", "-D", "-i"])
-        try:
-            wait_for(lambda: "is UP" in self.run("scontrol", "ping", check=False).stdout,
-                     30, interval=0.2, what="slurmctld to answer")  # fmt: skip
-        except TimeoutError:
-            raise ClusterError(f"slurmctld in {self.root} does not answer:\n"
-                               f"{self.log_tail('slurmctld')}") from None
-
-    def _wait_idle(self) -> None:
-        def ready() -> bool:
-            for name in ("slurmctld", "slurmd"):
-                if not self.daemons[name].running():
-                    raise ClusterError(f"{name} exited:\n{self.log_tail(name)}")
-            state = self.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.strip()
-            return state.rstrip("*~#!%$@^-") == "idle"
-        try:
-            wait_for(ready, 40, interval=0.2, what="the node to be idle")
-        except TimeoutError:
-            raise ClusterError(f"the node does not come up:\n{self.log_tail('slurmd')}\n"
-                               f"{self.log_tail('slurmctld')}") from None
-
-    def _start(self, name: str, argv: list[str]) -> None:
-        d = Daemon(name, ["chroot", str(self.root), *argv], self.base / "run" / f"{name}.pid",
-                   self.base / "log" / f"{name}.out")  # fmt: skip
-        d.start()
-        self.daemons[name] = d
+    def _argv(self, daemon: str) -> list[str]:
+        args = ["-D", "-i"] if daemon == "slurmctld" else ["-D", "-N", self.host]
+        return ["chroot", str(self.root), daemon, *args]
 
     def stop(self) -> None:
-        """Cancel every job, stop every daemon by PID, unmount."""
+        """Cancel every job, stop every daemon by PID and what is left in the root, unmount,
+        release the lock."""
+        if self._lock_fd is None:
+            return  # prepare() never got the lock: nothing in the root is ours
         try:
-            if self.daemons.get("slurmctld") and self.daemons["slurmctld"].running():
-                self.run("scancel", "--user=root", check=False)
-            for name in ("slurmd", "slurmctld"):
-                d = self.daemons.get(name)
-                if d is not None and d.running():
-                    d.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-            for name in ("slurmd", "slurmctld", "munged"):
-                d = self.daemons.pop(name, None)
-                if d is not None:
-                    d.stop()
+            self._stop_daemons()
+            self._kill_leftovers()
         finally:
             chroot.unmount(self.root)
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # -- clients -------------------------------------------------------------------------
 
@@ -154,18 +178,32 @@ class ChrootCluster:
             ) -> subprocess.CompletedProcess:
         return self.chroot_run(*argv, check=check, cwd=str(INSIDE / "jobs"), timeout=timeout)
 
-    def sbatch(self, *args: str) -> int:
-        return int(self.run("sbatch", "--parsable", *args).stdout.strip().split(";")[0])
-
     def jobs_json(self, job_id: int) -> list[dict[str, Any]]:
-        """``scontrol show job --json ID``'s jobs (an array: every task)."""
+        """``scontrol show job --json ID``'s jobs (an array: every task; Slurm 23.02+)."""
         res = self.run("scontrol", "show", "job", "--json", str(job_id), check=False)
         return json.loads(res.stdout).get("jobs", []) if res.returncode == 0 else []
 
-    def log_tail(self, name: str, lines: int = 40) -> str:
-        chunks = []
-        for path in (self.base / "log" / f"{name}.log", self.base / "log" / f"{name}.out"):
-            with contextlib.suppress(OSError):
-                text = path.read_text(errors="replace").splitlines()[-lines:]
-                chunks.append(f"--- {path} (last {len(text)} lines)\n" + "\n".join(text))
-        return "\n".join(chunks) or f"(no log of {name})"
+
+def slurm22_cluster() -> ClusterBase:
+    """A Slurm 22.05 cluster, not started: the host's (installed when missing) where its Slurm
+    is 22.05, else one from a Debian 12 root (slurm22_root_reason). Raises ClusterError or
+    chroot.RootError, saying why."""
+    reason = slurm22_root_reason()
+    if reason is None:
+        ensure_installed()
+        return SlurmCluster()
+    try:
+        root = chroot.ensure_root("bookworm")
+    except chroot.RootError as e:
+        raise chroot.RootError(f"Slurm 22.05 runs from a Debian 12 root here ({reason}), "
+                               f"and {e}") from None
+    return ChrootCluster(root, cluster="testcluster", template=HOST_CONF_TEMPLATE,
+                         cgroup_conf=CGROUP_V1, why=reason)  # fmt: skip
+
+
+def how_it_runs(c: ClusterBase) -> str:
+    """One line for the test's output: which Slurm, and why from a root."""
+    if isinstance(c, ChrootCluster):
+        version = c.chroot_run("slurmctld", "-V", check=False).stdout.strip()
+        return f"{version} from {c.root} ({c.why or 'asked for'})"
+    return f"the host's Slurm {host_slurm_version()}"

@@ -6,6 +6,10 @@ find (by those PID files) and stop what a killed run left behind; a lock file ke
 one machine apart. Client commands get ``SLURM_CONF`` in their environment, so nothing is
 written to /etc/slurm. Outside ``<base>`` only what munge needs is touched: its key (created
 when missing) and /run/munge.
+
+``ClusterBase`` is what this cluster shares with one run from a Debian root
+(tests/slurm/chroot_cluster.py); ``slurm22_root_reason`` says which of the two the 22.05 test
+takes.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 from string import Template
 
 from tests.broker import free_port, wait_for
+from tests.slurm import chroot
 
 HERE = Path(__file__).resolve().parent
 CONF_TEMPLATE = HERE / "slurm.conf.in"
@@ -89,6 +94,42 @@ def ensure_installed() -> str:
         raise ClusterError(f"installed {' '.join(res.args[3:])} but still missing: "
                            f"{', '.join(still)}")
     return f"installed: {' '.join(res.args)}"
+
+
+def host_slurm_version() -> str | None:
+    """The host's Slurm release (``22.05.8``), or None when slurmctld is not installed."""
+    path = shutil.which("slurmctld", path=_SBIN_PATH)
+    if path is None:
+        return None
+    res = subprocess.run([path, "-V"], capture_output=True, text=True, timeout=30, check=False)
+    found = re.search(r"\b(\d+\.\d+\.\d+)", res.stdout + res.stderr)
+    return found.group(1) if found else "(unknown: slurmctld -V says " \
+        f"{(res.stdout + res.stderr).strip()!r})"
+
+
+#: ``1``: run Slurm 22.05 from the bookworm root whatever the host is (what a Debian 13 host
+#: does); ``0``: the host's Slurm whatever its release; unset: decide (slurm22_root_reason).
+SLURM22_ROOT_ENV = "JOBCOMPD_TEST_SLURM22_ROOT"
+
+
+def slurm22_root_reason() -> str | None:
+    """Why the 22.05 test runs Slurm from a Debian 12 (bookworm) root, or None when the host's
+    own Slurm is 22.05 or installs as 22.05 (Debian 12's slurm-wlm; a RHEL-family host's
+    EPEL slurm, whatever its release, as before). Raises ClusterError on a bad override."""
+    forced = os.environ.get(SLURM22_ROOT_ENV, "")
+    if forced not in ("", "0", "1"):
+        raise ClusterError(f"{SLURM22_ROOT_ENV}={forced!r}: 1 (bookworm root), 0 (the "
+                           "host's Slurm) or unset (decide by the host)")
+    if forced:
+        return f"{SLURM22_ROOT_ENV}=1" if forced == "1" else None
+    version = host_slurm_version()
+    if version is not None:
+        return None if version.startswith("22.05.") else \
+            f"the host's Slurm is {version}, not 22.05"  # fmt: skip
+    codename = chroot.host_codename()
+    if shutil.which("apt-get") and codename != "bookworm":
+        return f"the host is {codename or 'not Debian 12'}: its slurm-wlm is not 22.05"
+    return None
 
 
 def _run_quiet(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -195,9 +236,160 @@ def parse_scontrol_line(line: str) -> dict[str, str]:
     return out
 
 
+def take_lock(path: Path, what: str) -> int:
+    """An exclusive lock on ``path`` (its fd), or ClusterError when another run holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ClusterError(f"another Slurm test holds {path}: it runs {what}; wait for it "
+                           "to finish") from None
+    return fd
+
+
+class ClusterBase:
+    """What the host's cluster (SlurmCluster) and a Debian root's (ChrootCluster,
+    tests/slurm/chroot_cluster.py) share: slurmctld and slurmd started and stopped by PID,
+    the waits for them, the client commands the tests use.
+
+    A subclass says where the cluster's folders are (``base``, as the host sees it, and
+    ``inside()``, as slurmctld and the jobs see it), how a daemon's command line looks
+    (``_argv``) and how a client command runs (``run``).
+    """
+
+    cluster: str
+    host: str
+    daemons: dict[str, Daemon]
+    base: Path
+
+    def inside(self, path: Path) -> str:
+        """``path`` (the host's) as slurmctld, its hooks and the jobs see it."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """Which Slurm runs, for messages."""
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Take the cluster's lock, stop what a killed run left, make clean folders."""
+        raise NotImplementedError
+
+    def start_munge(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop everything started (by PID), release the lock; harmless after a failed
+        prepare()."""
+        raise NotImplementedError
+
+    def write_conf(self, **settings: str) -> None:
+        raise NotImplementedError
+
+    def _argv(self, daemon: str) -> list[str]:
+        """The command line that runs ``daemon`` (slurmctld, slurmd) in its foreground mode."""
+        raise NotImplementedError
+
+    def run(self, *argv: str, check: bool = True, timeout: float = 60
+            ) -> subprocess.CompletedProcess:
+        """A client command (sbatch, scontrol, ...) in the cluster's jobs folder."""
+        raise NotImplementedError
+
+    # -- daemons ---------------------------------------------------------------------------
+
+    def _start_daemon(self, name: str, argv: list[str]) -> None:
+        d = Daemon(name, argv, self.base / "run" / f"{name}.pid",
+                   self.base / "log" / f"{name}.out")
+        d.start()
+        self.daemons[name] = d
+
+    def start(self, **settings: str) -> None:
+        """Write slurm.conf and start slurmctld and slurmd; wait until the node is idle."""
+        self.write_conf(**settings)
+        self._start_ctld()
+        self._start_daemon("slurmd", self._argv("slurmd"))
+        self._wait_node_idle()
+
+    def restart_ctld(self, **settings: str) -> None:
+        """New slurm.conf, new slurmctld (JobCompType needs a restart); jobs keep running."""
+        self.daemons.pop("slurmctld").stop()
+        self.write_conf(**settings)
+        self._start_ctld()
+        self._wait_node_idle(allow_busy=True)
+
+    def _start_ctld(self) -> None:
+        self._start_daemon("slurmctld", self._argv("slurmctld"))
+        try:
+            wait_for(lambda: "is UP" in self.run("scontrol", "ping", check=False).stdout,
+                     30, interval=0.2, what="slurmctld to answer")
+        except TimeoutError:
+            raise ClusterError(f"slurmctld ({self.describe()}) does not answer:\n"
+                               f"{self.log_tail('slurmctld')}") from None
+
+    def _wait_node_idle(self, allow_busy: bool = False) -> None:
+        good = {"idle"} | ({"mixed", "allocated", "completing"} if allow_busy else set())
+
+        def ready() -> bool:
+            for name in ("slurmctld", "slurmd"):
+                if not self.daemons[name].running():
+                    raise ClusterError(f"{name} ({self.describe()}) exited:\n"
+                                       f"{self.log_tail(name)}")
+            state = self.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.strip()
+            return state.rstrip("*~#!%$@^-") in good
+        try:
+            wait_for(ready, 40, interval=0.2, what="the node to be idle")
+        except TimeoutError:
+            raise ClusterError(f"the node does not come up ({self.describe()}):\n"
+                               f"{self.log_tail('slurmd')}\n{self.log_tail('slurmctld')}"
+                               ) from None
+
+    def _stop_daemons(self) -> None:
+        """Cancel every job, stop slurmd and slurmctld (in parallel), then munged."""
+        if self.daemons.get("slurmctld") and self.daemons["slurmctld"].running():
+            self.run("scancel", "--user=root", check=False)
+            with contextlib.suppress(TimeoutError):
+                wait_for(lambda: not self.run("squeue", "-h", check=False).stdout.strip(),
+                         20, interval=0.2, what="jobs to end")
+        for name in ("slurmd", "slurmctld"):
+            d = self.daemons.get(name)
+            if d is not None and d.running():
+                d.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        for name in ("slurmd", "slurmctld", "munged"):
+            d = self.daemons.pop(name, None)
+            if d is not None:
+                d.stop()
+
+    # -- clients -------------------------------------------------------------------------
+
+    def sbatch(self, *args: str) -> int:
+        out = self.run("sbatch", "--parsable", *args).stdout.strip()
+        return int(out.split(";")[0])
+
+    def show_job(self, job_id: int) -> list[dict[str, str]]:
+        """``scontrol -d show job -o ID``: one dict per job (an array: one per task)."""
+        res = self.run("scontrol", "-d", "show", "job", "-o", str(job_id), check=False)
+        if res.returncode != 0:
+            return []
+        return [parse_scontrol_line(line) for line in res.stdout.splitlines() if line.strip()]
+
+    def job_state(self, job_id: int) -> str | None:
+        jobs = self.show_job(job_id)
+        return jobs[0]["JobState"] if len(jobs) == 1 else None
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        chunks = []
+        for path in (self.base / "log" / f"{name}.log", self.base / "log" / f"{name}.out"):
+            with contextlib.suppress(OSError):
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+                chunks.append(f"--- {path} (last {len(text)} lines)\n" + "\n".join(text))
+        return "\n".join(chunks) or f"(no log of {name})"
+
+
 @dataclass
-class SlurmCluster:
-    """The test cluster in ``base``; ``start()`` brings it up, ``stop()`` takes it down."""
+class SlurmCluster(ClusterBase):
+    """The host's Slurm, its folders in ``base``; ``start()`` brings it up, ``stop()`` takes
+    it down."""
 
     base: Path = BASE
     cluster: str = "testcluster"
@@ -215,19 +407,17 @@ class SlurmCluster:
     def jobs_dir(self) -> Path:
         return self.base / "jobs"
 
+    def inside(self, path: Path) -> str:
+        return str(path)
+
+    def describe(self) -> str:
+        return f"the host's Slurm {host_slurm_version() or '?'}"
+
     # -- set-up and tear-down ----------------------------------------------------------
 
     def prepare(self) -> None:
         """Take the machine-wide lock, stop a killed run's leftovers, make clean folders."""
-        LOCK.touch()
-        fd = os.open(LOCK, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ClusterError(f"another Slurm end-to-end test holds {LOCK} on this machine; "
-                               "wait for it to finish") from None
-        self._lock_fd = fd
+        self._lock_fd = take_lock(LOCK, f"the host's Slurm in {self.base}")
         self._stop_leftovers()
         if self.base.exists():
             shutil.rmtree(self.base)
@@ -299,69 +489,15 @@ class SlurmCluster:
                   **settings}
         self.conf.write_text(Template(CONF_TEMPLATE.read_text()).substitute(values))
 
-    def start(self, **settings: str) -> None:
-        """Write slurm.conf and start slurmctld and slurmd; wait until the node is idle."""
-        self.write_conf(**settings)
-        self._start_ctld()
-        self._start_daemon("slurmd", [_which("slurmd"), "-D", "-f", str(self.conf)])
-        self._wait_node_idle()
-
-    def restart_ctld(self, **settings: str) -> None:
-        """New slurm.conf, new slurmctld (JobCompType needs a restart); jobs keep running."""
-        self.daemons["slurmctld"].stop()
-        self.write_conf(**settings)
-        self._start_ctld()
-        self._wait_node_idle(allow_busy=True)
-
-    def _start_ctld(self) -> None:
-        self._start_daemon("slurmctld", [_which("slurmctld"), "-D", "-f", str(self.conf)])
-        try:
-            wait_for(lambda: "is UP" in self.run("scontrol", "ping", check=False).stdout,
-                     30, interval=0.2, what="slurmctld to answer")
-        except TimeoutError:
-            raise ClusterError(f"slurmctld does not answer:\n{self.log_tail('slurmctld')}"
-                               ) from None
-
-    def _wait_node_idle(self, allow_busy: bool = False) -> None:
-        good = {"idle"} | ({"mixed", "allocated", "completing"} if allow_busy else set())
-
-        def ready() -> bool:
-            for name in ("slurmctld", "slurmd"):
-                if not self.daemons[name].running():
-                    raise ClusterError(f"{name} exited:\n{self.log_tail(name)}")
-            state = self.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.strip()
-            return state.rstrip("*~#!%$@^-") in good
-        try:
-            wait_for(ready, 30, interval=0.2, what="the node to be idle")
-        except TimeoutError:
-            raise ClusterError(f"the node does not come up:\n{self.log_tail('slurmd')}\n"
-                               f"{self.log_tail('slurmctld')}") from None
-
-    def _start_daemon(self, name: str, argv: list[str]) -> None:
-        d = Daemon(name, argv, self.base / "run" / f"{name}.pid",
-                   self.base / "log" / f"{name}.out")
-        d.start()
-        self.daemons[name] = d
+    def _argv(self, daemon: str) -> list[str]:
+        return [_which(daemon), "-D", "-f", str(self.conf)]
 
     def stop(self) -> None:
         """Cancel every job, stop every daemon we started (by PID), release the lock."""
         if self._lock_fd is None:
             return  # prepare() never got the lock: nothing here is ours
         try:
-            if self.daemons.get("slurmctld") and self.daemons["slurmctld"].running():
-                self.run("scancel", "--user=root", check=False)
-                with contextlib.suppress(TimeoutError):
-                    wait_for(lambda: not self.run("squeue", "-h", check=False).stdout.strip(),
-                             20, interval=0.2, what="jobs to end")
-            # slurmd and slurmctld shut down in parallel; munged last.
-            for name in ("slurmd", "slurmctld"):
-                d = self.daemons.get(name)
-                if d is not None and d.running():
-                    d.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-            for name in ("slurmd", "slurmctld", "munged"):
-                d = self.daemons.pop(name, None)
-                if d is not None:
-                    d.stop()
+            self._stop_daemons()
             self._kill_job_processes()
         finally:
             if self._lock_fd is not None:
@@ -373,36 +509,14 @@ class SlurmCluster:
     def client_env(self) -> dict[str, str]:
         return {**os.environ, "SLURM_CONF": str(self.conf), "TZ": "UTC"}
 
-    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    def run(self, *argv: str, check: bool = True, timeout: float = 60
+            ) -> subprocess.CompletedProcess:
         res = subprocess.run(list(argv), env=self.client_env(), cwd=self.jobs_dir,
-                             capture_output=True, text=True, timeout=30)
+                             capture_output=True, text=True, timeout=timeout)
         if check and res.returncode != 0:
             raise AssertionError(f"{' '.join(argv)} exited with {res.returncode}: "
                                  f"{res.stderr.strip()}")
         return res
-
-    def sbatch(self, *args: str) -> int:
-        out = self.run("sbatch", "--parsable", *args).stdout.strip()
-        return int(out.split(";")[0])
-
-    def show_job(self, job_id: int) -> list[dict[str, str]]:
-        """``scontrol -d show job -o ID``: one dict per job (an array: one per task)."""
-        res = self.run("scontrol", "-d", "show", "job", "-o", str(job_id), check=False)
-        if res.returncode != 0:
-            return []
-        return [parse_scontrol_line(line) for line in res.stdout.splitlines() if line.strip()]
-
-    def job_state(self, job_id: int) -> str | None:
-        jobs = self.show_job(job_id)
-        return jobs[0]["JobState"] if len(jobs) == 1 else None
-
-    def log_tail(self, name: str, lines: int = 40) -> str:
-        chunks = []
-        for path in (self.base / "log" / f"{name}.log", self.base / "log" / f"{name}.out"):
-            with contextlib.suppress(OSError):
-                text = path.read_text(errors="replace").splitlines()[-lines:]
-                chunks.append(f"--- {path} (last {len(text)} lines)\n" + "\n".join(text))
-        return "\n".join(chunks) or f"(no log of {name})"
 
 
 def _which(program: str) -> str:
@@ -412,7 +526,7 @@ def _which(program: str) -> str:
     return path
 
 
-def wait_for_state(cluster: SlurmCluster, job_id: int, states: set[str], timeout: float
+def wait_for_state(cluster: ClusterBase, job_id: int, states: set[str], timeout: float
                    ) -> str:
     """Wait until the job (not an array) is in one of ``states``; returns that state."""
     seen: list[str | None] = [None]
@@ -427,7 +541,7 @@ def wait_for_state(cluster: SlurmCluster, job_id: int, states: set[str], timeout
                              f"{sorted(states)}\n{cluster.log_tail('slurmctld', 15)}") from None
 
 
-def wait_all_done(cluster: SlurmCluster, job_ids: list[int], timeout: float) -> None:
+def wait_all_done(cluster: ClusterBase, job_ids: list[int], timeout: float) -> None:
     """Wait until none of the jobs (arrays included) is pending, running or completing."""
     active = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED",
               "RESIZING", "SIGNALING", "STAGE_OUT"}
