@@ -90,13 +90,13 @@ INSTALL_VARS = PREFIX='$(PREFIX)' BINDIR='$(BINDIR)' SYSCONFDIR='$(SYSCONFDIR)' 
 	DESTDIR='$(DESTDIR)' WHEELHOUSE='$(WHEELHOUSE)' INSTALL_PYTHON='$(INSTALL_PYTHON)' CC='$(CC)'
 
 install:
-	@$(INSTALL_VARS) sh packaging/install.sh install
+	@$(INSTALL_VARS) sh systemd/install.sh install
 
 uninstall:
-	@$(INSTALL_VARS) sh packaging/install.sh uninstall
+	@$(INSTALL_VARS) sh systemd/install.sh uninstall
 
 wheelhouse:
-	@$(INSTALL_VARS) sh packaging/install.sh wheelhouse
+	@$(INSTALL_VARS) sh systemd/install.sh wheelhouse
 
 clean:
 	rm -rf $(VENV) .run build .build *.egg-info

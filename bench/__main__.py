@@ -88,7 +88,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _render(rows: list[Row]) -> str:
-    """A Markdown table: readable in a terminal and pasteable into the README."""
+    """A Markdown table: readable in a terminal and pasteable into docs/performance.md."""
     header = ["benchmark", "measured", "value", "goal", "met", "notes"]
     body = [
         [r.bench, r.metric, r.value, r.goal, {True: "yes", False: "NO", None: ""}[r.met], r.note]

@@ -500,8 +500,8 @@ def _command_modules() -> list:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # The daemon does not import the other commands' modules: 30-40 ms of its 0.45 s from
-    # exec to READY=1 (bench/), which a restart on a backlog waits through.
+    # The daemon does not import the other commands' modules: their import time would add to
+    # the time from exec to READY=1, which a restart on a backlog waits through.
     args = build_parser(all_commands=argv[:1] != ["run"]).parse_args(argv)
     try:
         return int(args.func(args))

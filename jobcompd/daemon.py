@@ -158,7 +158,11 @@ class Daemon:
             log.error("already_running", error=str(e))
             return EX_TEMPFAIL
         except OSError as e:
-            log.error("state_dir_unusable", path=str(self.config.state_dir), error=str(e))
+            log.error("state_dir_unusable", path=str(self.config.state_dir),
+                      error=f"{e.strerror}: {e.filename or self.config.state_dir}",
+                      detail="StateSaveLocation must exist and be writable by jobcompd's user "
+                      "(the unit's StateDirectory= makes /var/lib/jobcompd); jobcompd check "
+                      "names the fix")
             return EX_CANTCREAT
         try:
             self.spool.refuse_segments()

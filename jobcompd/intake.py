@@ -104,8 +104,8 @@ class SpoolWatcher:
         # folder as a creation), creations and files closed after writing: the kernel then
         # never queues the open, close and delete events of the daemon's own reads and
         # unlinks. watchdog's emitter hands each event straight to _Sink on its own thread;
-        # an Observer would pass it on once more, to a thread of its own (bench/: at 1,000
-        # appends/s the daemon took 65-66% of a core without it, 69-71% with it).
+        # an Observer would pass it on once more, to a thread of its own, which costs CPU at
+        # every event (docs/performance.md).
         kinds = [FileMovedEvent, FileCreatedEvent, FileClosedEvent, DirMovedEvent,
                  DirCreatedEvent]
         watch = ObservedWatch(self._dir, recursive=False, event_filter=kinds)

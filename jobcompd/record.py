@@ -692,8 +692,8 @@ def _time(epoch: int, name: str) -> str | UnsetType:
     return date + _HOUR_MINUTE[minute] + _SECOND[second]
 
 
-#: 'HH:MM:' of each minute of a day and 'SS' of each second: joining them is a fifth of the
-#: cost of formatting three numbers, and a record has four times (bench/, ceiling (c)).
+#: 'HH:MM:' of each minute of a day and 'SS' of each second: joining them costs much less than
+#: formatting three numbers, and a record has four times.
 _HOUR_MINUTE = tuple(f"{m // 60:02d}:{m % 60:02d}:" for m in range(24 * 60))
 _SECOND = tuple(f"{s:02d}" for s in range(60))
 
@@ -805,7 +805,7 @@ _IDENTITY_KEYS = (
     "het_job_offset",
 )
 _ID_VERSION = "jobcompd-id/1"
-#: Read once: each call evaluates every annotation of the struct again (25 ms at import).
+#: Read once: each call evaluates every annotation of the struct again.
 _JOB_RECORD_FIELDS = msgspec.structs.fields(JobRecord)
 #: (JSON key, JobRecord attribute) of the identity keys: read straight off the struct, which
 #: gives what msgspec.to_builtins would (strings, ints, None; UNSET left out) at a fraction of

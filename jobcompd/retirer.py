@@ -3,15 +3,15 @@
 An unlink costs a system call that the main loop does not need to wait for: once Kafka has
 acknowledged a record, when its file disappears changes nothing but disk usage. And on a disk
 file system it is the dearest step of a record: freeing a written-back file's blocks costs the
-kernel more than reading and parsing it (bench/: about 170 us against 60 us on ext4). So the
+kernel more than reading and parsing it (docs/performance.md). So the
 main loop collects the names of a round of delivery reports and hands them over as one batch;
 a thread of its own unlinks them, relative to one descriptor of new/ per batch, and reports
 each batch back once it is gone.
 
 A second thread helps only while batches pile up (draining a backlog): unlinks in one directory
-overlap in part in the kernel (on ext4, 5,700/s with one thread and 7,700/s with two, measured
-here), but in steady operation a second unlinker only contends for new/ with the hook's renames
-and the daemon's reads, and the measured latency was worse with it (bench/, "steady latency").
+overlap in part in the kernel, but in steady operation a second unlinker only contends for new/
+with the hook's renames and the daemon's reads, and latency was worse with it
+(docs/performance.md).
 
 Until then the names stay in ``pending``, which intake consults: a rescan or a late inotify
 event must not take an acknowledged file for a new one and send it again. A crash before the

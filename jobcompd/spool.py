@@ -205,7 +205,7 @@ class Spool:
         self.new = self.root / "new"
         self.failed = self.root / "failed"
         #: new/ as text, joined to a name with one f-string per record: a Path per record
-        #: (join, fspath, str) was 4-6% of the main loop at 1,000 records/s (py-spy).
+        #: (join, fspath, str) is a measurable share of the main loop's time.
         self._new_text = os.fspath(self.new)
         self.max_record_bytes = max_record_bytes
         self.allowed_uids = allowed_uids
@@ -219,7 +219,8 @@ class Spool:
         Missing directories are made with mode 0750. When the spool folder exists and we are
         root, new subdirectories get its owner and group, so that the hook (running as
         SlurmUser, who should own the spool folder) can write tmp/ and new/.
-        Raises SpoolError when a path exists but is not a directory.
+        Raises SpoolError when a path exists but is not a directory, or when new/ or failed/
+        is not readable and writable by this process (what ``jobcompd check`` calls a FAIL).
         """
         warnings: list[str] = []
         created_root = self._mkdir(self.root)
@@ -241,10 +242,12 @@ class Spool:
                     "fails); keep tmp/, new/ and failed/ on one file system")
         for path in (self.new, self.failed):
             if not os.access(path, os.R_OK | os.W_OK | os.X_OK, effective_ids=True):
-                warnings.append(
-                    f"jobcompd cannot read and write {path} (owner uid "
+                raise SpoolError(
+                    f"jobcompd (uid {os.geteuid()}) cannot read and write {path} (owner uid "
                     f"{stats[path].st_uid}, mode {stat.filemode(stats[path].st_mode)}): it "
-                    "must remove delivered records there")
+                    "removes delivered records there and moves bad ones into failed/; give "
+                    "the spool to the daemon's user (systemd-tmpfiles --create, or chown -R "
+                    "SlurmUser of the spool); jobcompd check names the fix")
         return warnings
 
     def refuse_segments(self) -> None:

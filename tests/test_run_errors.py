@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -98,3 +100,32 @@ def test_an_empty_seg_does_not_stop_the_daemon(tmp_path):
         deadline.cancel()
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_missing_state_save_location_exits_73_naming_it(tmp_path):
+    conf = _setup(tmp_path)
+    conf.write_text(conf.read_text().replace(f"StateSaveLocation={tmp_path}",
+                                             f"StateSaveLocation={tmp_path / 'nope'}"))
+    res = _run(conf)
+    assert res.returncode == 73, res.stderr
+    assert "state_dir_unusable" in res.stderr
+    assert f"No such file or directory: {tmp_path / 'nope'}" in res.stderr
+    assert "jobcompd check" in res.stderr and "[Errno" not in res.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv")
+def test_a_spool_the_daemon_may_not_write_exits_73_with_the_fix(tmp_path):
+    """What check calls a FAIL, run refuses too: new/ it cannot clean would resend every
+    delivered record at each start."""
+    conf = _setup(tmp_path)
+    for sub in ("tmp", "new", "failed"):
+        (tmp_path / "spool" / sub).mkdir(parents=True)
+    os.chown(tmp_path / "spool" / "new", 64030, 64030)
+    os.chmod(tmp_path / "spool" / "new", 0o750)
+    res = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--",
+                          sys.executable, "-m", "jobcompd", "run", "-c", str(conf)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 73, res.stderr
+    assert f"cannot read and write {tmp_path / 'spool' / 'new'}" in res.stderr
+    assert "systemd-tmpfiles --create" in res.stderr

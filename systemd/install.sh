@@ -1,5 +1,5 @@
 #!/bin/sh
-# packaging/install.sh ACTION: what `make install`, `make uninstall` and `make wheelhouse` run.
+# systemd/install.sh ACTION: what `make install`, `make uninstall` and `make wheelhouse` run.
 # docs/install.md says what goes where and why. Settings come from the environment (the
 # Makefile passes its variables): PREFIX, BINDIR, SYSCONFDIR, UNITDIR, TMPFILESDIR, SLURM_USER,
 # DESTDIR, WHEELHOUSE, INSTALL_PYTHON, CC, CFLAGS, LDFLAGS.
