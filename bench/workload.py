@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from jobcompd import record
+from jobcompd.spool import make_name
 
 #: First job id of a run; every record of a run gets its own id from here up.
 FIRST_JOB_ID = 4_200_000
@@ -91,7 +92,7 @@ def check() -> tuple[int, int]:
 
 
 def name(ns: int, job_id: int) -> str:
-    return f"{ns:019d}.{job_id}.end.env"
+    return make_name(ns, job_id, "end", "env")
 
 
 def fill_new(

@@ -45,10 +45,10 @@ from jobcompd.delivery import (
     is_timeout,
 )
 from jobcompd.httpintake import HttpIntake, HttpIntakeError
-from jobcompd.intake import PendingQueue, SpoolWatcher, scan_into
-from jobcompd.retirer import Retirer
+from jobcompd.spool.retirer import Retirer
+from jobcompd.spool.unreadable import UnreadableRecords
+from jobcompd.spool.watch import PendingQueue, SpoolWatcher, scan_into
 from jobcompd.throttle import LogThrottle, broker_of
-from jobcompd.unreadable import UnreadableRecords
 
 log = structlog.get_logger("jobcompd")
 

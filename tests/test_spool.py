@@ -16,8 +16,16 @@ from pathlib import Path
 
 import pytest
 
-import jobcompd.spool as spool_mod
-from jobcompd.spool import RejectedFile, Spool, SpoolError, SpoolName, make_name, parse_name
+from jobcompd.spool import (
+    RejectedFile,
+    Spool,
+    SpoolError,
+    SpoolName,
+    durable,
+    files,
+    make_name,
+    parse_name,
+)
 
 MAX = 1000
 NS = 1795618456000000000
@@ -436,7 +444,7 @@ def test_write_record_is_invisible_until_complete(spool: Spool, monkeypatch) -> 
         seen_in_new_at_fsync.append(os.listdir(spool.new))
         real_fsync(fd)
 
-    monkeypatch.setattr(spool_mod.os, "fsync", watching_fsync)
+    monkeypatch.setattr(durable.os, "fsync", watching_fsync)
     fname = spool.write_record(b"JOBID=5\0", job_id=5, event="start", fmt="env")
     # first fsync: the data in tmp/, nothing in new/; second: new/ after the rename
     assert seen_in_new_at_fsync == [[], [fname]]
@@ -458,7 +466,7 @@ def test_write_record_removes_its_file_when_fsync_fails(spool: Spool, monkeypatc
     def failing_fsync(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(spool_mod.os, "fsync", failing_fsync)
+    monkeypatch.setattr(durable.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="No space left"):
         spool.write_record(b"JOBID=1\0", job_id=1, event="end", fmt="env")
     assert os.listdir(spool.tmp) == [] and os.listdir(spool.new) == []
@@ -468,7 +476,7 @@ def test_write_record_does_not_follow_a_symlink_in_tmp(spool: Spool, tmp_path: P
                                                         monkeypatch) -> None:
     victim = tmp_path / "victim"
     victim.write_bytes(b"untouched")
-    monkeypatch.setattr(spool_mod.time, "time_ns", lambda: NS)
+    monkeypatch.setattr(files.time, "time_ns", lambda: NS)
     (spool.tmp / name(0, job=3)).symlink_to(victim)
     with pytest.raises(SpoolError, match="already exists"):
         spool.write_record(b"JOBID=3\0", job_id=3, event="end", fmt="env")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobcompd.unreadable import REPORT_INTERVAL_S, UnreadableRecords
+from jobcompd.spool.unreadable import REPORT_INTERVAL_S, UnreadableRecords
 
 
 def test_a_record_is_noticed_once_and_forgotten_when_read(tmp_path):

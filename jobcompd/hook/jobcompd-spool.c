@@ -20,6 +20,9 @@
  * tag jobcompd-spool) and the status is non-zero (sysexits) -- except as PrologSlurmctld,
  * which always exits 0, because a failing PrologSlurmctld requeues the job.
  *
+ * The contract both hooks and the daemon follow (names, steps, modes, exit statuses) is
+ * jobcompd/spool/SPEC.md.
+ *
  * Build: cc -O2 -Wall -Wextra -std=c11 -D_GNU_SOURCE -o jobcompd-spool jobcompd-spool.c
  */
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from jobcompd.spool import make_name
 from tests.broker import wait_for
 from tests.support import DATA, DaemonUnderTest, Received, read_env_fixture
 
@@ -54,7 +55,7 @@ def next_name(job_id: int) -> str:
     global _last_ns
     with _ns_lock:
         _last_ns = max(time.time_ns(), _last_ns + 1)
-        return f"{_last_ns:019d}.{job_id}.end.env"
+        return make_name(_last_ns, job_id, "end", "env")
 
 
 def drop(spool: Path, job_id: int) -> str:

@@ -26,7 +26,7 @@ import threading
 
 import structlog
 
-from jobcompd.spool import Spool
+from jobcompd.spool.files import Spool
 
 log = structlog.get_logger("jobcompd.retirer")
 

@@ -1,4 +1,4 @@
-"""Finding spool files to send: the start-up scan, inotify (watchdog), periodic rescans.
+"""Finding records in `new/` to send: the start-up scan, inotify (watchdog), periodic rescans.
 
 No single mechanism is trusted alone. inotify tells about new files at once but can overflow and
 drop events; a directory scan sees everything but costs a pass over ``new/``. So the intake keeps
@@ -75,10 +75,6 @@ class PendingQueue:
         name = heapq.heappop(self._heap)
         self._members.discard(name)
         return name
-
-    def discard_all(self) -> None:
-        self._heap.clear()
-        self._members.clear()
 
 
 class SpoolWatcher:
