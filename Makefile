@@ -68,8 +68,9 @@ soak: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m bench
 
-# The compiled spool hook (optional): the same contract as jobcompd/jobcompd-spool, in one
-# process instead of six (README, "The compiled hook"). The tests build their own copy.
+# The compiled spool hook (optional): the same contract (jobcompd/spool/SPEC.md) as the shell
+# hook jobcompd/hook/jobcompd-spool, in one process instead of six (README, "The compiled
+# hook"). The tests build their own copy.
 CC ?= cc
 hook: .build/jobcompd-spool
 .build/jobcompd-spool: jobcompd/hook/jobcompd-spool.c

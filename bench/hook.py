@@ -3,8 +3,9 @@
 jobcomp/script runs its script serially: fork, execve with only Slurm's variables, no shell,
 cwd /tmp, stdin/stdout/stderr on /dev/null, wait. So the hook's wall time per record bounds the
 rate at which Slurm can finish jobs through it. Goal: median <= 5 ms, judged for each hook: the
-POSIX sh script and the compiled C one (jobcompd/hook/jobcompd-spool.c, built here with cc the
-way the README says; a row says so if there is no compiler).
+POSIX sh script (jobcompd/hook/jobcompd-spool) and the compiled C one
+(jobcompd/hook/jobcompd-spool.c, built here with cc the way the README says; a row says so if
+there is no compiler).
 
 The anatomy row measures, the same way, each program the hook starts (and the shell alone), so
 the table shows where the milliseconds go: on most machines the fork+exec of each program costs

@@ -140,8 +140,9 @@ build_venv() {
 }
 
 # build_hook DIR: the compiled hook becomes bin/jobcompd-spool (one process instead of the
-# shell's six per record); the shell hook stays beside it as bin/jobcompd-spool.sh, and stays
-# the hook where there is no compiler. Built from the source the installed package ships.
+# shell's six per record); the shell hook (jobcompd/hook/jobcompd-spool, which pip installs as
+# bin/jobcompd-spool) stays beside it as bin/jobcompd-spool.sh, and stays the hook where there
+# is no compiler. Built from the source the installed package ships (jobcompd/hook/).
 build_hook() {
     cp -p "$1/bin/jobcompd-spool" "$1/bin/jobcompd-spool.sh"
     if ! have_cc; then

@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from tests.broker import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-HOOK = ROOT / "jobcompd" / "jobcompd-spool"
+HOOK = ROOT / "jobcompd" / "hook" / "jobcompd-spool"
 C_HOOK_SOURCE = ROOT / "jobcompd" / "hook" / "jobcompd-spool.c"
 C_HOOK_CFLAGS = ["-O2", "-Wall", "-Wextra", "-std=c11", "-D_GNU_SOURCE"]
 DATA = Path(__file__).resolve().parent / "data"

@@ -1,9 +1,9 @@
 """The jobcompd-spool hook, exec'd the way slurmctld does: no shell, no arguments (or just the
 spool option), exactly the environment Slurm builds, stdin on /dev/null.
 
-Every behaviour test runs against both hooks -- the POSIX sh script and the compiled C program
-(jobcompd/hook/jobcompd-spool.c, built once per session with cc) -- since either may be the one
-slurm.conf points at."""
+Every behaviour test runs against both hooks -- the POSIX sh script (jobcompd/hook/jobcompd-spool)
+and the compiled C program (jobcompd/hook/jobcompd-spool.c, built once per session with cc) --
+since either may be the one slurm.conf points at. Their contract is jobcompd/spool/SPEC.md."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from jobcompd.spool import parse_name
 from tests.support import build_c_hook
 
 ROOT = Path(__file__).resolve().parents[1]
-SH_HOOK = ROOT / "jobcompd" / "jobcompd-spool"
+SH_HOOK = ROOT / "jobcompd" / "hook" / "jobcompd-spool"
 DATA = Path(__file__).parent / "data" / "hook"
 NS = 1795618456123456789
 

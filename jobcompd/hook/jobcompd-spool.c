@@ -1,9 +1,9 @@
 /*
  * jobcompd-spool (C): record one Slurm job event in the jobcompd spool.
  *
- * The same hook as the POSIX sh script jobcompd/jobcompd-spool -- same options, environment,
- * event detection, record names, dump, messages and exit statuses -- done with system calls in
- * one process. slurmctld's jobcomp/script runs its hook serially, so the hook's run time
+ * The same hook as the POSIX sh script beside it (jobcompd/hook/jobcompd-spool) -- same
+ * options, environment, event detection, record names, dump, messages and exit statuses --
+ * done with system calls in one process. slurmctld's jobcomp/script runs its hook serially, so the hook's run time
  * bounds how many jobs per second Slurm can record; the sh hook starts six programs per
  * record, this one none.
  *
