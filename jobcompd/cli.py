@@ -120,7 +120,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _bootstrap(cfg: configmod.Config) -> tuple[str, str]:
     """bootstrap.servers and where it is set (key, file and line), for messages."""
-    prop = configmod._last(cfg.kafka, "bootstrap.servers")
+    prop = configmod.last_property(cfg.kafka, "bootstrap.servers")
     if prop is None:
         return "", f"bootstrap.servers in {cfg.job_comp_loc}"
     return prop.value, f"{prop.key}, {cfg.job_comp_loc}:{prop.line}"

@@ -200,7 +200,7 @@ def choose_account(cfg: configmod.Config, requested: str | None,
         if entry is not None:
             return _account(entry, f"the User= of {UNIT}")
     if cfg.slurm_conf is not None:
-        slurm = configmod._read_slurm_conf(cfg.slurm_conf)
+        slurm = configmod.read_slurm_conf(cfg.slurm_conf)
         if slurm.slurm_user is not None:
             entry = _lookup(slurm.slurm_user.value)
             if entry is not None:
@@ -461,7 +461,7 @@ def check(cfg: configmod.Config, account: Account, unit: UnitInfo | None) -> Rep
             report.add(WARN, "MetricsTextfile", f"{folder}: read-only inside {UNIT}",
                        _sandbox_fix(folder))
     if cfg.slurm_conf is not None:
-        slurm = configmod._read_slurm_conf(cfg.slurm_conf)
+        slurm = configmod.read_slurm_conf(cfg.slurm_conf)
         hook_user = slurm.slurm_user.value if slurm.slurm_user else "root"
         entry = _lookup(hook_user)
         if entry is not None and entry.pw_uid != account.uid:

@@ -13,7 +13,6 @@ holder of an flock in /proc/locks, without anyone having to touch the lock.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import socket
@@ -56,31 +55,16 @@ def status_path(state_dir: Path) -> Path:
 
 
 def config_summary(cfg: Config) -> dict[str, Any]:
-    """The configuration in force, as plain JSON values, secrets shown as ``***``."""
+    """The configuration in force, as plain JSON values, secrets shown as ``***``: the file,
+    every key of the configuration table under its Config attribute's name (JobCompParams as
+    ``params``), and the producer's effective librdkafka properties."""
+    from jobcompd.config import KEYS
 
-    def hostport(addr: tuple[str, int] | None) -> str | None:
-        if addr is None:
-            return None
-        host, port = addr
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-    return {
-        "path": str(cfg.path),
-        "cluster_name": cfg.cluster_name,
-        "job_comp_loc": str(cfg.job_comp_loc),
-        "spool_dir": str(cfg.spool_dir),
-        "state_dir": str(cfg.state_dir),
-        "params": {f.name: getattr(cfg.params, f.name) for f in dataclasses.fields(cfg.params)},
-        "debug_flags": sorted(cfg.debug_flags),
-        "slurm_conf": str(cfg.slurm_conf) if cfg.slurm_conf else None,
-        "log_target": cfg.log_target,
-        "log_format": cfg.log_format,
-        "metrics_listen": hostport(cfg.metrics_listen),
-        "metrics_textfile": str(cfg.metrics_textfile) if cfg.metrics_textfile else None,
-        "http_listen": hostport(cfg.http_listen),
-        "spool_owners": sorted(cfg.spool_owners),
-        "kafka": cfg.redacted_kafka(),
-    }
+    summary: dict[str, Any] = {"path": str(cfg.path)}
+    for key in KEYS:
+        summary[key.attr] = key.show(getattr(cfg, key.attr))
+    summary["kafka"] = cfg.redacted_kafka()
+    return summary
 
 
 def build_status(

@@ -231,9 +231,10 @@ def test_an_empty_value_says_what_to_write(tmp_path: Path, key: str, says: str) 
 
 
 def test_every_key_that_needs_a_value_says_what_to_do_when_it_is_empty() -> None:
-    assert set(config._EMPTY_HINTS) == set(KEYS) - config._MAY_BE_EMPTY
-    assert not any("use the default" in config._EMPTY_HINTS[k] for k in ("JobCompLoc",
-                                                                         "ClusterName"))
+    hints = {k.name: k.empty_hint for k in config.KEYS if k.empty_hint is not None}
+    may_be_empty = {k.name for k in config.KEYS if k.default == ""}
+    assert set(hints) == set(KEYS) - may_be_empty
+    assert not any("use the default" in hints[k] for k in ("JobCompLoc", "ClusterName"))
 
 
 def test_empty_lists_are_allowed(tmp_path: Path) -> None:
@@ -405,9 +406,9 @@ def test_default_spool_owners_without_slurm_conf(tmp_path: Path, monkeypatch) ->
             return pwd.struct_passwd(("slurm", "x", 64030, 64030, "", "/", "/bin/false"))
         raise KeyError(name)
 
-    monkeypatch.setattr(config.pwd, "getpwnam", fake_getpwnam)
+    monkeypatch.setattr(pwd, "getpwnam", fake_getpwnam)
     assert load(write(tmp_path, "")).spool_owners == frozenset({0, 64030})
-    monkeypatch.setattr(config.pwd, "getpwnam", lambda name: (_ for _ in ()).throw(KeyError(name)))
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: (_ for _ in ()).throw(KeyError(name)))
     assert load(write(tmp_path, "")).spool_owners == frozenset({0})
 
 
@@ -894,7 +895,7 @@ def test_example_config_commented_values_are_valid(tmp_path: Path, monkeypatch) 
             return pwd.struct_passwd(("slurm", "x", 64030, 64030, "", "/", "/bin/false"))
         return real_getpwnam(name)
 
-    monkeypatch.setattr(config.pwd, "getpwnam", getpwnam)
+    monkeypatch.setattr(pwd, "getpwnam", getpwnam)
     path = _etc_copy(tmp_path)
     text = path.read_text()
     text, n = re.subn(r"(?m)^#([A-Z][A-Za-z]+=)", r"\1", text)
