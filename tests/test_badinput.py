@@ -12,9 +12,11 @@ import contextlib
 import json
 import os
 import random
+import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -292,3 +294,72 @@ def test_a_name_that_is_not_utf8_is_dead_lettered_under_journald_logging(daemon)
     wait_for(lambda: os.path.lexists(os.path.join(os.fsencode(daemon.spool / "failed"), raw)),
              10, what="the file dead-lettered")
     assert daemon.proc.poll() is None, daemon.log_text()[-3000:]
+
+
+# -- a bad configuration edit ---------------------------------------------------------------
+
+NINES = "9" * 5000
+
+
+def _jobcompd(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobcompd", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def _one_line(text: str) -> str:
+    """The one line of an error: no traceback, the 5000 digits not repeated."""
+    assert "Traceback" not in text, text
+    assert NINES[:100] not in text, text[:500]
+    (line,) = text.strip().splitlines()
+    return line
+
+
+def test_a_5000_digit_number_at_start_exits_78_naming_file_line_and_key(tmp_path: Path):
+    """Python refuses to convert more than 4300 digits (ValueError): at start that was exit 1,
+    which systemd restarts for ever, instead of 78."""
+    dut = DaemonUnderTest(root=tmp_path, bootstrap="127.0.0.1:9",
+                          params={"max_inflight": NINES})
+    res = _jobcompd("run", "-c", str(dut.conf))
+    assert res.returncode == 78, res.stderr
+    line = _one_line(res.stderr)
+    assert f"{dut.conf}:3: JobCompParams: max_inflight=999" in line, line
+    assert "is out of range" in line
+
+
+def test_check_with_a_5000_digit_spool_owner_says_so_in_one_line(tmp_path: Path):
+    dut = DaemonUnderTest(root=tmp_path, bootstrap="127.0.0.1:9",
+                          extra_conf={"SpoolOwners": f"root,{NINES}"})
+    res = _jobcompd("check", "-c", str(dut.conf))
+    assert res.returncode == 78, res.stdout + res.stderr
+    assert "Traceback" not in res.stdout
+    line = _one_line(res.stderr)
+    assert f"{dut.conf}:6: SpoolOwners: uid 999" in line and "is out of range" in line, line
+
+
+def test_a_5000_digit_number_on_reload_keeps_the_running_configuration(daemon):
+    """On SIGHUP the ValueError went past the reload's except ConfigError: the daemon died."""
+    daemon.start()
+    daemon.hook(end_env(12_500_000))
+    assert len(daemon.consume(1)) == 1
+    daemon.params["max_inflight"] = NINES
+    daemon.write_config()
+    daemon.signal(signal.SIGHUP)
+    (line,) = daemon.wait_log("reload_failed")
+    assert f"{daemon.conf}:3: JobCompParams: max_inflight=999" in line, line
+    assert "the running configuration is kept" in line
+    assert NINES[:100] not in daemon.log_text()
+    daemon.hook(end_env(12_500_001))
+    assert len(daemon.consume(2, settle=0.5)) == 2  # still running, on the old configuration
+    assert daemon.proc.poll() is None
+    status = wait_for(lambda: _status_with_error(daemon), 15, what="last_error in the status")
+    assert "max_inflight=999" in status["last_error"]["message"]
+    assert "\n" not in status["last_error"]["message"]
+    assert status["config"]["params"]["max_inflight"] == 10000
+
+
+def _status_with_error(daemon: DaemonUnderTest) -> dict | None:
+    try:
+        doc = json.loads((daemon.state / "jobcompd.status").read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if doc.get("last_error") else None

@@ -932,6 +932,99 @@ def test_slurm_conf_snippet_wires_the_hook() -> None:
     assert "JOBCOMPD_SPOOL" in text and "/var/spool/jobcompd" in text
 
 
+# --------------------------------------------------------------------------- hostile values
+
+NINES = "9" * 5000
+HOSTILE_VALUES = [
+    NINES, "-" + NINES, "+" + "0" * 4990 + "7", "0x" + "f" * 5000, "x" * 5000, "١٢٣",
+    "1e999", "nan", "\x1b[2J\x07bell", "a,b," * 1000,
+]
+
+
+def one_line_error(path: Path) -> str | None:
+    """load's ConfigError, checked to be one short line that starts with a file in ``path``'s
+    folder; None if the file loads."""
+    try:
+        load(path)
+    except ConfigError as e:
+        message = str(e)
+    else:
+        return None
+    assert "\n" not in message and "\x1b" not in message and "\x07" not in message, message
+    assert len(message) < 800, message
+    assert NINES[:400] not in message and "x" * 400 not in message, message
+    assert message.startswith(str(path.parent)), message
+    return message
+
+
+def test_a_5000_digit_max_inflight_is_a_config_error(tmp_path: Path) -> None:
+    """A number past Python's 4300-digit conversion limit raised ValueError, past the
+    reload's except ConfigError."""
+    path = write(tmp_path, f"JobCompParams=max_inflight={NINES}\n")
+    message = one_line_error(path)
+    assert message == (
+        f"{path}:3: JobCompParams: max_inflight={'9' * 40}… (5000 characters) is out of "
+        "range (accepted: a whole number in base 10, 1..1000000 records)"
+    )
+
+
+def test_a_5000_digit_uid_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path, f"SpoolOwners=root,{NINES}\n")
+    assert one_line_error(path) == (
+        f"{path}:3: SpoolOwners: uid {'9' * 40}… (5000 characters) is out of range")
+    (tmp_path / "slurm.conf").write_text(f"ClusterName=c1\nSlurmUser={NINES}\n")
+    path = write(tmp_path, "SlurmConf=slurm.conf\n", head="")
+    assert one_line_error(path) == (
+        f"{tmp_path}/slurm.conf:2: SlurmUser: uid {'9' * 40}… (5000 characters) is out of "
+        "range")
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES, ids=range(len(HOSTILE_VALUES)))
+@pytest.mark.parametrize("key", KEYS)
+def test_a_hostile_value_of_any_key_is_refused_in_one_line(tmp_path: Path, key: str,
+                                                           value: str) -> None:
+    lines = {"ClusterName": "test", "JobCompLoc": "rdkafka.conf", key: value}
+    (tmp_path / "rdkafka.conf").write_text(KAFKA_OK)
+    path = tmp_path / "jobcompd.conf"
+    path.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+    one_line_error(path)
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES, ids=range(len(HOSTILE_VALUES)))
+@pytest.mark.parametrize("option", [o.name for o in config.OPTIONS])
+def test_a_hostile_value_of_any_option_is_refused_in_one_line(tmp_path: Path, option: str,
+                                                              value: str) -> None:
+    message = one_line_error(write(tmp_path, f"JobCompParams={option}={value}\n"))
+    if message is not None:  # a topic may be called "nan", and +000…0007 is 7
+        assert message.startswith(f"{tmp_path}/jobcompd.conf:3: JobCompParams: "), message
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES, ids=range(len(HOSTILE_VALUES)))
+@pytest.mark.parametrize("prop", ["message.max.bytes", "linger.ms", "acks", "client.id"])
+def test_a_hostile_kafka_value_is_refused_in_one_line(tmp_path: Path, prop: str,
+                                                      value: str) -> None:
+    message = one_line_error(write(tmp_path, "", kafka=f"{KAFKA_OK}{prop}={value}\n"))
+    assert message is None or f"{tmp_path}/rdkafka.conf:2: {prop}" in message
+
+
+def test_a_value_error_no_parser_foresaw_still_names_file_line_and_key(tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    import dataclasses
+
+    from jobcompd.config import loader as loadmod
+
+    def boom(value, where, ctx):
+        raise ValueError("unforeseen")
+
+    keys = tuple(dataclasses.replace(k, parse=boom) if k.name == "LogFormat" else k
+                 for k in config.KEYS)
+    monkeypatch.setattr(loadmod, "KEYS", keys)
+    path = write(tmp_path, "LogFormat=json\n")
+    assert one_line_error(path) == (
+        f"{path}:3: LogFormat: 'json' is not a value jobcompd can use; LogFormat is lines on "
+        "stderr: `logfmt` or `json`")
+
+
 # --------------------------------------------------------------------------- property tests
 
 lines = st.lists(

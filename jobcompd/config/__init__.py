@@ -30,7 +30,7 @@ from jobcompd.config.kafka import (
     parse_kafka_text,
 )
 from jobcompd.config.keys import DEFAULT_SPOOL_DIR, DEFAULT_STATE_DIR, KEYS, RESTART_ATTRS, Key
-from jobcompd.config.load import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, config_path, load
+from jobcompd.config.loader import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, config_path, load
 from jobcompd.config.params import OPTIONS, Option, Params, parse_params
 from jobcompd.config.slurmconf import SlurmConf, read_slurm_conf
 from jobcompd.config.source import ConfigError

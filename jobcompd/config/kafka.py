@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobcompd.config.source import C_SPACE, ConfigError, read_text
+from jobcompd.config.source import C_SPACE, ConfigError, clip, read_text
 
 #: librdkafka's own default for message.max.bytes, used when the operator does not set it.
 LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000
@@ -158,7 +158,7 @@ def check_kafka_properties(props: Sequence[KafkaProperty], path: Path) -> None:
         raise ConfigError("rd_kafka_conf_new() failed (out of memory?)")
     try:
         for prop in props:
-            where = f"{path}:{prop.line}: {prop.key}={shown(prop)}"
+            where = f"{path}:{prop.line}: {clip(prop.key)}={clip(shown(prop))}"
             if "\0" in prop.key or "\0" in prop.value:
                 raise ConfigError(f"{where}: contains a NUL character")
             errstr = ctypes.create_string_buffer(512)
@@ -169,7 +169,7 @@ def check_kafka_properties(props: Sequence[KafkaProperty], path: Path) -> None:
                 msg = errstr.value.decode("utf-8", "replace").strip(C_SPACE)
                 if is_secret(prop.key) and prop.value:
                     msg = msg.replace(prop.value, "***")
-                raise ConfigError(f"{where}: {msg or 'rejected by librdkafka'}")
+                raise ConfigError(f"{where}: {clip(msg, 600) or 'rejected by librdkafka'}")
     finally:
         lib.rd_kafka_conf_destroy(conf)
 

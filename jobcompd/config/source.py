@@ -20,6 +20,8 @@ C_SPACE = " \t\n\v\f\r"
 MAX_FILE_BYTES = 1 << 20
 #: The longest piece of an operator's value repeated in a message.
 SHOWN_CHARS = 40
+#: The longest file name repeated in a message about reading it.
+SHOWN_PATH_CHARS = 300
 
 
 class ConfigError(Exception):
@@ -37,6 +39,7 @@ class Entry:
 def read_text(path: Path, what: str, fix: str = "") -> tuple[str, os.stat_result]:
     """Read a small regular text file; every failure is a ConfigError naming the file.
     ``fix`` says what to do when the file cannot be opened."""
+    name = clip(str(path), SHOWN_PATH_CHARS)
     try:
         # O_NONBLOCK: a FIFO given by mistake must not hang the daemon at open().
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -44,28 +47,28 @@ def read_text(path: Path, what: str, fix: str = "") -> tuple[str, os.stat_result
         if not fix and isinstance(e, PermissionError):
             fix = ("; run this as root or as the daemon's user, and let that user read it "
                    "('jobcompd check' as root names the command)")
-        raise ConfigError(f"{path}: cannot read {what}: {e.strerror}{fix}") from None
+        raise ConfigError(f"{name}: cannot read {what}: {e.strerror}{fix}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{path}: {what} is not a regular file")
+            raise ConfigError(f"{name}: {what} is not a regular file")
         with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read(MAX_FILE_BYTES + 1)
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read {what}: {e.strerror}") from None
+        raise ConfigError(f"{name}: cannot read {what}: {e.strerror}") from None
     finally:
         os.close(fd)
     if len(data) > MAX_FILE_BYTES:
-        raise ConfigError(f"{path}: {what} is larger than {MAX_FILE_BYTES} bytes")
+        raise ConfigError(f"{name}: {what} is larger than {MAX_FILE_BYTES} bytes")
     nul = data.find(b"\0")
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1
-        raise ConfigError(f"{path}:{line}: {what} contains a NUL byte")
+        raise ConfigError(f"{name}:{line}: {what} contains a NUL byte")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise ConfigError(f"{path}:{line}: {what} is not valid UTF-8") from None
+        raise ConfigError(f"{name}:{line}: {what} is not valid UTF-8") from None
     return text, st
 
 
@@ -82,11 +85,11 @@ def suggest(word: str, choices: Sequence[str]) -> str:
     return f"; did you mean {by_lower[close[0]]}?" if close else ""
 
 
-def clip(value: str) -> str:
+def clip(value: str, limit: int = SHOWN_CHARS) -> str:
     """An operator's value as a message may repeat it: control characters escaped, and at
-    most SHOWN_CHARS characters, with the length of what was left out."""
-    shown = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in value[:SHOWN_CHARS])
-    if len(value) > SHOWN_CHARS:
+    most ``limit`` characters, with the length of what was left out."""
+    shown = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in value[:limit])
+    if len(value) > limit:
         shown += f"… ({len(value)} characters)"
     return shown
 
