@@ -49,6 +49,7 @@ class Message:
     generation: int = -1  # producer generation it was last produced on; -1 = not on a producer
     produced_at: float = 0.0  # monotonic
     retry_at: float = 0.0  # monotonic; 0 = not waiting for a retry
+    state: str = ""  # where it stands in the window (service/window.py)
 
     def headers(self) -> list[tuple[str, bytes]]:
         headers = [

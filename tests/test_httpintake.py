@@ -382,7 +382,7 @@ def test_one_log_line_per_request_debug_for_success_error_for_rejection(intake):
         post(intake, b'{"nojobid":1}')
         # The server logs right after its answer is sent, so maybe after post() returned, and
         # each request on a thread of its own: the two lines may come in either order.
-        wait_for(lambda: len(logs) >= 2, 5, what="two log lines")
+        wait_for(lambda: len(logs) >= 2, 30, what="two log lines")
     lines = sorted((e["log_level"], e["event"], e["status"], e["job_id"]) for e in logs)
     assert lines == [
         ("debug", "http_request", 201, 71),
