@@ -1,15 +1,15 @@
 """``jobcompd backfill FILE|-``: jobs of a ``sacct --json`` or ``scontrol show job --json`` dump
 into the spool, one job end record each, for the daemon to ship with its usual guarantees.
 
-Each job is rendered here (jobcompd.jobjson), and the rendered jobcomp record is what goes into
-the spool (format ``json``), not the job object. Rendering here means: a job that cannot become
-a record is reported now, by its position in the dump, to the person running the command
-(instead of being dead-lettered later by the daemon); sacct's user and group names are turned
-into ids on this host (sacct prints no uid/gid, the daemon could not know them); the
+Each job is rendered here (jobcompd.records.jobobjects), and the rendered jobcomp record is what
+goes into the spool (format ``json``), not the job object. Rendering here means: a job that
+cannot become a record is reported now, by its position in the dump, to the person running the
+command (instead of being dead-lettered later by the daemon); sacct's user and group names are
+turned into ids on this host (sacct prints no uid/gid, the daemon could not know them); the
 ``--since/--until`` filter needs the end time anyway; and spool files stay small (a sacct job
-object with its steps is many times larger than its record). The record id (the
-``jobcompd-id`` header) is computed by the daemon from the record's content, so backfilling
-the same dump twice gives the same ids, and consumers can drop the repeats.
+object with its steps is many times larger than its record). The record id (the ``jobcompd-id``
+header) is computed by the daemon from the record's content, so backfilling the same dump twice
+gives the same ids, and consumers can drop the repeats.
 
 Input: one or more JSON documents (a whole dump, or several concatenated, for example one
 ``scontrol show job --json <id>`` per line), each ``{"jobs": [...]}`` or a single job object.
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import grp
-import itertools
 import mmap
 import os
 import pwd
@@ -41,11 +40,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TextIO
 
-import msgspec
-
 from jobcompd import config as configmod
-from jobcompd import jobjson
-from jobcompd.record import EVENT_END, RecordError, encode
+from jobcompd.records import EVENT_END, RecordError, encode, jobobjects
+from jobcompd.records.dumps import Item, read_jobs
 from jobcompd.spool import Spool, SpoolError
 
 __all__ = ["Item", "LocalIds", "Summary", "backfill", "parse_when", "read_jobs", "register"]
@@ -68,213 +65,6 @@ _REASONS = (NOT_FINISHED, FILTERED, INVALID, UNKNOWN_NAME, TOO_LARGE)
 _PROBLEMS = frozenset({INVALID, UNKNOWN_NAME, TOO_LARGE})
 #: Not a job: an error Slurm reported in the dump instead of (some of) its jobs.
 SLURM_ERROR = "error reported by Slurm"
-
-
-# ------------------------------------------------------------------------------------------
-# Reading a dump
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One job of the input: the decoded object, or why it could not be read."""
-
-    where: str  # "job #17": its position in the input, for messages
-    job: dict[str, Any] | None
-    error: str | None = None
-    slurm_error: bool = False  # not a job: an error Slurm reported in the dump
-
-
-class _Dump(msgspec.Struct):
-    """A dump with its jobs left undecoded: each is decoded when its turn comes, so a
-    100,000-job dump is never held as Python objects all at once."""
-
-    jobs: list[msgspec.Raw]
-    errors: list[Any] = []
-
-
-class _ErrorsOnly(msgspec.Struct):
-    """What Slurm 23.02 prints instead of a dump when the query failed: no ``jobs``."""
-
-    errors: list[Any]
-
-
-def read_jobs(data: bytes | mmap.mmap) -> tuple[int | None, Iterator[Item]]:
-    """The number of jobs (None when unknown up front) and the jobs of ``data``, in order;
-    errors Slurm reported in the dump come first, as items with ``slurm_error`` set."""
-    try:
-        dump = msgspec.json.decode(data, type=_Dump)
-    except (msgspec.DecodeError, RecursionError):
-        return None, _read_tolerant(data)
-    jobs = (_decode_job(i, raw) for i, raw in enumerate(dump.jobs, 1))
-    return len(dump.jobs), itertools.chain(_slurm_errors(dump.errors, "the dump"), jobs)
-
-
-def _slurm_errors(errors: list[Any], where: str) -> Iterator[Item]:
-    """The entries of a dump's ``errors`` list (slurmrestd/data_parser's error objects:
-    ``error``, ``description``, ``error_number``, ``source``) as report items."""
-    for entry in errors:
-        if isinstance(entry, dict):
-            text = " ".join(str(entry[k]) for k in ("error", "description") if entry.get(k))
-            number = entry.get("error_number")
-            text = f"{text or 'an error'}" + (f" (error {number})" if number else "")
-        else:
-            text = str(entry)
-        yield Item(where, None, f"Slurm reported: {text}", slurm_error=True)
-
-
-def _decode_job(index: int, raw: bytes | msgspec.Raw) -> Item:
-    where = f"job #{index}"
-    try:
-        job = msgspec.json.decode(raw)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        return Item(where, None, f"not valid JSON: {exc}")
-    if not isinstance(job, dict):
-        return Item(where, None, f"a JSON {type(job).__name__}, not a job object")
-    return Item(where, job)
-
-
-def _read_tolerant(data: bytes | mmap.mmap) -> Iterator[Item]:
-    """Documents one after the other; inside a broken one, the jobs one by one."""
-    index = 0
-    for start, end in _documents(data):
-        span = data[start:end] if end is not None else data[start:]
-        try:
-            dump = msgspec.json.decode(span, type=_Dump)
-        except (msgspec.DecodeError, RecursionError):
-            pass
-        else:
-            yield from _slurm_errors(dump.errors, f"the dump at byte {start}")
-            for raw in dump.jobs:
-                index += 1
-                yield _decode_job(index, raw)
-            continue
-        with contextlib.suppress(msgspec.DecodeError, RecursionError):
-            failed = msgspec.json.decode(span, type=_ErrorsOnly)
-            yield from _slurm_errors(failed.errors, f"the dump at byte {start}")
-            continue
-        with contextlib.suppress(msgspec.DecodeError, RecursionError):
-            single = msgspec.json.decode(span)
-            if isinstance(single, dict) and "job_id" in single:
-                index += 1
-                yield Item(f"job #{index}", single)
-                continue
-        jobs_at = _jobs_array(data, start, end)
-        if jobs_at is None:
-            yield Item(
-                f"input at byte {start}", None,
-                "neither a dump ({\"jobs\": [...]}) nor a job object; skipped up to byte "
-                f"{end if end is not None else len(data)}",
-            )  # fmt: skip
-            continue
-        pos = _skip_ws(data, jobs_at + 1)
-        while pos < len(data) and data[pos : pos + 1] != b"]":
-            index += 1
-            item_end = _value_end(data, pos)
-            if item_end is None:
-                yield Item(
-                    f"job #{index}", None,
-                    f"the input is cut off inside this job (at byte {len(data)}); the jobs "
-                    "before it were read",
-                )  # fmt: skip
-                return
-            yield _decode_job(index, data[pos:item_end])
-            pos = _skip_ws(data, item_end)
-            if data[pos : pos + 1] == b",":
-                pos = _skip_ws(data, pos + 1)
-        if end is None:
-            return
-
-
-_WS = b" \t\r\n"
-_SPECIAL = re.compile(rb'["{}\[\]]')
-_SCALAR_END = re.compile(rb"[,}\] \t\r\n]")
-
-
-def _skip_ws(data: bytes | mmap.mmap, pos: int) -> int:
-    while pos < len(data) and data[pos] in _WS:
-        pos += 1
-    return pos
-
-
-def _documents(data: bytes | mmap.mmap) -> Iterator[tuple[int, int | None]]:
-    """(start, end) of each top-level JSON value; end None when the input stops inside one."""
-    pos = _skip_ws(data, 0)
-    while pos < len(data):
-        end = _value_end(data, pos)
-        yield pos, end
-        if end is None:
-            return
-        pos = _skip_ws(data, end)
-
-
-def _string_end(data: bytes | mmap.mmap, pos: int) -> int | None:
-    """Index just past the string opening at ``pos``; None when it never closes."""
-    i = pos + 1
-    while True:
-        j = data.find(b'"', i)
-        if j < 0:
-            return None
-        backslashes = 0
-        while data[j - 1 - backslashes] == 0x5C:  # backslash
-            backslashes += 1
-        if backslashes % 2 == 0:
-            return j + 1
-        i = j + 1
-
-
-def _value_end(data: bytes | mmap.mmap, pos: int) -> int | None:
-    """Index just past the value starting at ``pos``, matching brackets without validating
-    what is between them (so a broken job does not hide the next one); None when cut off."""
-    first = data[pos : pos + 1]
-    if first == b'"':
-        return _string_end(data, pos)
-    if first not in (b"{", b"["):
-        found = _SCALAR_END.search(data, pos)
-        return found.start() if found else len(data)
-    depth = 0
-    i = pos
-    while True:
-        found = _SPECIAL.search(data, i)
-        if found is None:
-            return None
-        i = found.start()
-        c = data[i : i + 1]
-        if c == b'"':
-            end = _string_end(data, i)
-            if end is None:
-                return None
-            i = end
-            continue
-        depth += 1 if c in (b"{", b"[") else -1
-        i += 1
-        if depth == 0:
-            return i
-
-
-def _jobs_array(data: bytes | mmap.mmap, start: int, end: int | None) -> int | None:
-    """Index of the '[' of the top-level "jobs" member of the object at ``start``."""
-    if data[start : start + 1] != b"{":
-        return None
-    stop = end if end is not None else len(data)
-    pos = _skip_ws(data, start + 1)
-    while pos < stop and data[pos : pos + 1] == b'"':
-        key_end = _string_end(data, pos)
-        if key_end is None:
-            return None
-        key = data[pos:key_end]
-        pos = _skip_ws(data, key_end)
-        if data[pos : pos + 1] != b":":
-            return None
-        pos = _skip_ws(data, pos + 1)
-        if key == b'"jobs"' and data[pos : pos + 1] == b"[":
-            return pos
-        value_end = _value_end(data, pos)
-        if value_end is None:
-            return None
-        pos = _skip_ws(data, value_end)
-        if data[pos : pos + 1] == b",":
-            pos = _skip_ws(data, pos + 1)
-    return None
 
 
 # ------------------------------------------------------------------------------------------
@@ -335,7 +125,7 @@ def backfill(
     send_comment: bool = False,
     since: int | None = None,
     until: int | None = None,
-    ids: jobjson.IdLookup | None = None,
+    ids: jobobjects.IdLookup | None = None,
     report: Callable[[str], None] = lambda line: None,
     progress: Callable[[int], None] = lambda done: None,
 ) -> Summary:
@@ -368,7 +158,7 @@ def _one(
     send_comment: bool,
     since: int | None,
     until: int | None,
-    ids: jobjson.IdLookup | None,
+    ids: jobobjects.IdLookup | None,
     report: Callable[[str], None],
 ) -> str | None:
     """Handle one job; the skip reason, or None when its record was emitted."""
@@ -380,17 +170,17 @@ def _one(
     if isinstance(job_id, int) and not isinstance(job_id, bool):
         where += f" (job_id {job_id})"
     try:
-        if not jobjson.is_job_object(item.job):
+        if not jobobjects.is_job_object(item.job):
             raise RecordError("no 'job_id': not a Slurm job object")
-        _, rec = jobjson.from_job(
+        _, rec = jobobjects.from_job(
             item.job, event=EVENT_END, send_script=send_script, send_comment=send_comment,
             ids=ids,
         )  # fmt: skip
-        end = jobjson.end_epoch(item.job)
+        end = jobobjects.end_epoch(item.job)
         value = encode(rec)
-    except jobjson.NoRecord:
+    except jobobjects.NoRecord:
         return NOT_FINISHED
-    except jobjson.UnknownName as exc:
+    except jobobjects.UnknownName as exc:
         report(f"{where}: {_without_job_prefix(exc, job_id)}")
         return UNKNOWN_NAME
     except RecordError as exc:

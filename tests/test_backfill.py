@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from jobcompd import backfill as bf
-from jobcompd.record import EVENT_END, parse_record
+from jobcompd.records import EVENT_END, parse_record
 from jobcompd.spool import Spool, parse_name
 from tests.broker import wait_for
 from tests.support import DaemonUnderTest
@@ -107,6 +108,15 @@ def test_something_that_is_no_dump_is_reported():
     items = list(bf.read_jobs(b'[1, 2] {"jobs": [{"job_id": 5, "job_state": "RUNNING"}]}')[1])
     assert items[0].where == "input at byte 0" and "neither a dump" in items[0].error
     assert items[1].job == {"job_id": 5, "job_state": "RUNNING"}
+
+
+@pytest.mark.parametrize("data", [b'{"jobs":[}', b'{"jobs":[1,}', b'{"jobs":[{"job_id":5}}'])
+def test_a_stray_bracket_in_the_jobs_ends_them(data: bytes):
+    """Reading stops at a '}' where a job should start, once: it used to report the same
+    nothing there for ever."""
+    items = list(itertools.islice(bf.read_jobs(data)[1], 10))
+    assert len(items) < 10
+    assert items[-1].error is not None
 
 
 # ---------------------------------------------------------------------------------------

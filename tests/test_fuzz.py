@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobcompd import config, record, spool, state
+from jobcompd import config, records, spool, state
 
 DATA = Path(__file__).parent / "data" / "records"
 ENV_FIXTURES = sorted(DATA.glob("*.env"))
@@ -85,8 +85,8 @@ def mutated_env(draw) -> bytes:
 @given(st.binary(max_size=2000))
 def test_parse_env_random_bytes(data: bytes) -> None:
     try:
-        env = record.parse_env(data)
-    except record.RecordError as e:
+        env = records.parse_env(data)
+    except records.RecordError as e:
         actionable(e)
     else:
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
@@ -96,8 +96,8 @@ def test_parse_env_random_bytes(data: bytes) -> None:
 @given(mutated_env())
 def test_parse_record_of_mutated_env_captures(data: bytes) -> None:
     try:
-        rec = record.parse_record(data, "env", cluster="fuzz")
-    except record.RecordError as e:
+        rec = records.parse_record(data, "env", cluster="fuzz")
+    except records.RecordError as e:
         actionable(e)
     else:
         json.loads(rec.value)  # whatever is accepted is valid JSON
@@ -111,8 +111,8 @@ def test_parse_record_of_mutated_env_captures(data: bytes) -> None:
                           TRICKY_VALUES), max_size=15))
 def test_parse_record_of_made_up_env(entries: list[tuple[bytes, bytes]]) -> None:
     try:
-        record.parse_record(env_dump(entries), "env", cluster="fuzz")
-    except record.RecordError as e:
+        records.parse_record(env_dump(entries), "env", cluster="fuzz")
+    except records.RecordError as e:
         actionable(e)
 
 
@@ -132,8 +132,8 @@ JSON_VALUES = st.recursive(
 def test_parse_record_of_any_json(value, hint) -> None:
     data = json.dumps(value).encode()
     try:
-        rec = record.parse_record(data, "json", cluster="fuzz", event_hint=hint)
-    except record.RecordError as e:
+        rec = records.parse_record(data, "json", cluster="fuzz", event_hint=hint)
+    except records.RecordError as e:
         actionable(e)
     else:
         assert isinstance(value, dict) and rec.job_id == value["jobid"]
@@ -145,8 +145,8 @@ def test_parse_record_of_a_real_body_with_a_strange_jobid(path: Path, jobid) -> 
     body = json.loads(path.read_bytes())
     body["jobid"] = jobid
     try:
-        record.parse_record(json.dumps(body).encode(), "json", cluster="fuzz")
-    except record.RecordError as e:
+        records.parse_record(json.dumps(body).encode(), "json", cluster="fuzz")
+    except records.RecordError as e:
         assert "jobid" in actionable(e)
 
 
@@ -155,16 +155,16 @@ def test_parse_record_of_a_real_body_with_a_strange_jobid(path: Path, jobid) -> 
 def test_parse_record_of_random_bytes_in_any_format(data: bytes, fmt: str) -> None:
     for f in ("env", "json", fmt):
         try:
-            record.parse_record(data, f, cluster="fuzz", event_hint=fmt or None)
-        except record.RecordError as e:
+            records.parse_record(data, f, cluster="fuzz", event_hint=fmt or None)
+        except records.RecordError as e:
             actionable(e)
 
 
 @pytest.mark.parametrize("depth", [100, 10_000, 200_000])
 def test_deeply_nested_json_is_refused_cleanly(depth: int) -> None:
     for data in (b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth):
-        with pytest.raises(record.RecordError) as info:
-            record.parse_record(data, "json", cluster="fuzz")
+        with pytest.raises(records.RecordError) as info:
+            records.parse_record(data, "json", cluster="fuzz")
         actionable(info.value)
 
 

@@ -1,4 +1,5 @@
-"""Tests for jobcompd.jobjson: scontrol/squeue/sacct job objects → the jobcomp/kafka record.
+"""Tests for jobcompd.records.jobobjects: scontrol/squeue/sacct job objects → the jobcomp/kafka
+record.
 
 Fixtures in tests/data/jobjson/: real `squeue --json` captures from Slurm 22.05
 (slurm-22.05/), and hand-made dumps in the shapes of every later release (shapes.py wrote
@@ -21,8 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobcompd import jobjson
-from jobcompd.record import EVENT_END, EVENT_START, RecordError, encode, parse_record
+from jobcompd.records import EVENT_END, EVENT_START, RecordError, encode, jobobjects, parse_record
 
 DATA = Path(__file__).parent / "data"
 JOBJSON = DATA / "jobjson"
@@ -54,7 +54,7 @@ def render_dump(dump: Path) -> str:
     lines = []
     for job in json.loads(dump.read_bytes())["jobs"]:
         try:
-            event, rec = jobjson.from_job(job, ids=Ids(), send_script=True, send_comment=True)
+            event, rec = jobobjects.from_job(job, ids=Ids(), send_script=True, send_comment=True)
         except RecordError as exc:
             lines.append(f"error\t{exc}")
         else:
@@ -71,7 +71,7 @@ def job(dump: str, job_id: int) -> dict:
 
 
 def message(job_obj: dict, **kwargs) -> dict:
-    return json.loads(encode(jobjson.from_job(job_obj, ids=Ids(), **kwargs)[1]))
+    return json.loads(encode(jobobjects.from_job(job_obj, ids=Ids(), **kwargs)[1]))
 
 
 # ---------------------------------------------------------------------------------------
@@ -387,9 +387,9 @@ def test_22_05_sacct_reservation_number_is_not_a_name():
 
 def test_event_follows_the_state_or_the_request():
     running = job("scontrol-24.11.json", 1008)
-    assert jobjson.from_job(running)[0] == EVENT_START
-    assert jobjson.from_job(BASE)[0] == EVENT_END
-    assert jobjson.from_job(BASE, event=EVENT_START)[0] == EVENT_START  # it did start
+    assert jobobjects.from_job(running)[0] == EVENT_START
+    assert jobobjects.from_job(BASE)[0] == EVENT_END
+    assert jobobjects.from_job(BASE, event=EVENT_START)[0] == EVENT_START  # it did start
 
 
 @pytest.mark.parametrize(
@@ -403,7 +403,7 @@ def test_event_follows_the_state_or_the_request():
 )
 def test_impossible_event_is_refused(dump, job_id, event, words):
     with pytest.raises(RecordError, match=words):
-        jobjson.from_job(job(dump, job_id), event=event)
+        jobobjects.from_job(job(dump, job_id), event=event)
 
 
 # ---------------------------------------------------------------------------------------
@@ -435,7 +435,7 @@ def test_impossible_event_is_refused(dump, job_id, event, words):
 )  # fmt: skip
 def test_bad_scontrol_field_is_named(changes, words):
     with pytest.raises(RecordError, match=words):
-        jobjson.from_job(with_fields(BASE, **changes))
+        jobobjects.from_job(with_fields(BASE, **changes))
 
 
 @pytest.mark.parametrize(
@@ -452,32 +452,32 @@ def test_bad_scontrol_field_is_named(changes, words):
 )  # fmt: skip
 def test_bad_sacct_field_is_named(changes, words):
     with pytest.raises(RecordError, match=words):
-        jobjson.from_job(with_fields(SACCT, **changes), ids=Ids())
+        jobobjects.from_job(with_fields(SACCT, **changes), ids=Ids())
 
 
 def test_names_are_resolved_only_for_jobs_that_have_a_record():
     pending = with_fields(job("sacct-24.11.json", 1009), user="mallory")
-    with pytest.raises(jobjson.NoRecord, match="state PENDING"):
-        jobjson.from_job(pending, ids=Ids())
-    with pytest.raises(jobjson.UnknownName, match="user 'mallory' is unknown"):
-        jobjson.from_job(with_fields(SACCT, user="mallory"), ids=Ids())
+    with pytest.raises(jobobjects.NoRecord, match="state PENDING"):
+        jobobjects.from_job(pending, ids=Ids())
+    with pytest.raises(jobobjects.UnknownName, match="user 'mallory' is unknown"):
+        jobobjects.from_job(with_fields(SACCT, user="mallory"), ids=Ids())
 
 
 def test_sacct_without_a_name_lookup_points_to_backfill():
     with pytest.raises(RecordError, match=r"sacct prints the user name 'alice' but no user_id.*"
                        r"jobcompd backfill"):  # fmt: skip
-        jobjson.from_job(SACCT)
+        jobobjects.from_job(SACCT)
 
 
 def test_not_a_job_object():
     with pytest.raises(RecordError, match=r"neither 'job_state'.*nor 'state'/'time'"):
-        jobjson.from_job({"job_id": 5, "name": "x"})
+        jobobjects.from_job({"job_id": 5, "name": "x"})
 
 
 def test_end_epoch_of_both_families():
-    assert jobjson.end_epoch(BASE) == 1780000120
-    assert jobjson.end_epoch(SACCT) == 1780003665
-    assert jobjson.end_epoch(job("scontrol-24.11.json", 1009)) == 0
+    assert jobobjects.end_epoch(BASE) == 1780000120
+    assert jobobjects.end_epoch(SACCT) == 1780003665
+    assert jobobjects.end_epoch(job("scontrol-24.11.json", 1009)) == 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -542,7 +542,7 @@ def test_any_damaged_job_object_gives_a_record_or_record_error(base, changes, ev
     for index, value in changes:
         damaged[keys[index % len(keys)]] = value
     try:
-        _, rec = jobjson.from_job(damaged, event=event, ids=Ids(), send_script=True)
+        _, rec = jobobjects.from_job(damaged, event=event, ids=Ids(), send_script=True)
     except RecordError:
         return
     value = encode(rec)

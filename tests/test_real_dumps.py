@@ -12,7 +12,7 @@ Three checks per dump:
   deliberate change with ``.venv/bin/python -m tests.test_real_dumps --write`` and read the
   diff);
 - rules: each message is checked field by field against what jobcomp/kafka derives from the
-  same job (jobcomp-facts.md §1.3), computed here independently of jobcompd.jobjson;
+  same job (jobcomp-facts.md §1.3), computed here independently of jobcompd.records;
 - backfill: the dump through ``jobcompd backfill``'s loop writes every finished job, counts the
   rest as not finished, and reports nothing, so the command would exit 0.
 """
@@ -31,8 +31,7 @@ from typing import Any
 import pytest
 
 from jobcompd import backfill as bf
-from jobcompd import jobjson
-from jobcompd.record import EVENT_END, EVENT_START, RecordError, encode
+from jobcompd.records import EVENT_END, EVENT_START, RecordError, encode, jobobjects
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT.parent / "shared" / "slurm" / "real-dumps"
@@ -92,8 +91,8 @@ def render(dump: Path) -> str:
     lines = []
     for job in _jobs(dump):
         try:
-            event, rec = jobjson.from_job(job, ids=ids(), send_script=True, send_comment=True)
-        except jobjson.NoRecord:
+            event, rec = jobobjects.from_job(job, ids=ids(), send_script=True, send_comment=True)
+        except jobobjects.NoRecord:
             lines.append(f"{job.get('job_id')}\tno record\t")
         except RecordError as exc:
             lines.append(f"{job.get('job_id')}\terror\t{exc}")

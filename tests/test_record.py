@@ -1,4 +1,4 @@
-"""Tests for jobcompd.record: spool file bytes → the exact jobcomp/kafka message.
+"""Tests for jobcompd.records: spool file bytes → the exact jobcomp/kafka message.
 
 Fixtures in tests/data/records/ are verbatim captures from a real Slurm 22.05 cluster
 (`end-*` jobcomp/script, `start-*` PrologSlurmctld, `epilog-*` EpilogSlurmctld, each with a
@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from msgspec import UNSET
 
-from jobcompd.record import (
+from jobcompd.records import (
     EVENT_END,
     EVENT_START,
     JobRecord,
@@ -29,6 +29,7 @@ from jobcompd.record import (
     parse_env,
     parse_record,
     record_id,
+    slurmfmt,
 )
 
 DATA = Path(__file__).parent / "data" / "records"
@@ -828,8 +829,6 @@ def test_record_ids_stay_what_jobcompd_id_1_gave():
 @given(st.integers(min_value=-(2**40), max_value=253402300799))
 def test_times_print_as_strftime_of_gmtime(epoch: int):
     """Times are formatted from a per-day cache; they must read as strftime would print them."""
-    from jobcompd import record as record_module
-
     expected = (UNSET if epoch in (0, 0xFFFFFFFE, 0xFFFFFFFF)
                 else time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)))
-    assert record_module._time(epoch, "END") == expected
+    assert slurmfmt.format_time(epoch, "END") == expected
