@@ -363,3 +363,31 @@ def _status_with_error(daemon: DaemonUnderTest) -> dict | None:
     except (OSError, ValueError):
         return None
     return doc if doc.get("last_error") else None
+
+
+TYPO_SECRET = "Pa55-typo-4711"
+
+
+def test_check_never_prints_a_misspelled_secret(tmp_path: Path):
+    dut = DaemonUnderTest(root=tmp_path, bootstrap="127.0.0.1:9",
+                          kafka={"sasl.pasword": TYPO_SECRET})
+    res = _jobcompd("check", "-c", str(dut.conf))
+    assert res.returncode == 78, res.stdout + res.stderr
+    assert TYPO_SECRET not in res.stdout + res.stderr
+    line = _one_line(res.stderr)
+    assert f"{dut.rdkafka}:3: sasl.pasword: No such configuration property" in line, line
+    assert "did you mean sasl.password?" in line
+
+
+def test_a_misspelled_secret_on_reload_reaches_neither_log_nor_status_file(daemon):
+    daemon.start()
+    daemon.kafka["sasl.pasword"] = TYPO_SECRET
+    daemon.write_config()
+    daemon.signal(signal.SIGHUP)
+    (line,) = daemon.wait_log("reload_failed")
+    assert "sasl.pasword: No such configuration property" in line, line
+    status = wait_for(lambda: _status_with_error(daemon), 15, what="last_error in the status")
+    assert "sasl.pasword" in status["last_error"]["message"]
+    assert TYPO_SECRET not in daemon.log_text(since_start=False)
+    assert TYPO_SECRET not in (daemon.state / "jobcompd.status").read_text()
+    assert daemon.proc.poll() is None

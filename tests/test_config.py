@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pwd
 import re
@@ -663,9 +664,11 @@ def test_metadata_broker_list_is_an_alias(tmp_path: Path) -> None:
 
 
 def test_unknown_kafka_property(tmp_path: Path) -> None:
+    """An unknown name may be a misspelled secret: its value is never repeated."""
     path = write(tmp_path, "", kafka=KAFKA_OK + "\nlinger.mss=5\nfoo=1\n")
     assert error_of(path) == (
-        f'{tmp_path}/rdkafka.conf:3: linger.mss=5: No such configuration property: "linger.mss"'
+        f'{tmp_path}/rdkafka.conf:3: linger.mss: No such configuration property: "linger.mss"'
+        "; did you mean linger.ms?"
     )
 
 
@@ -683,7 +686,9 @@ def test_invalid_kafka_value(tmp_path: Path) -> None:
 
 def test_callbacks_cannot_be_set_in_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, "", kafka=KAFKA_OK + "dr_msg_cb=x\n")
-    assert error_of(path).startswith(f"{tmp_path}/rdkafka.conf:2: dr_msg_cb=x: ")
+    message = error_of(path)
+    assert message.startswith(f"{tmp_path}/rdkafka.conf:2: dr_msg_cb=***: ")  # no documented
+    assert "must be set through dedicated" in message  # non-secret value: not shown
 
 
 def test_rejected_secret_is_redacted(tmp_path: Path) -> None:
@@ -753,6 +758,64 @@ def test_secrets(key: str) -> None:
 )
 def test_not_secrets(key: str) -> None:
     assert not is_secret(key)
+
+
+SECRET_VALUE = "hunter2-Sec-4711"
+
+
+@pytest.mark.parametrize("key", ["sasl.pasword", "sasl.passwd", "sasl_password", "SASL.PASSWORD",
+                                 "ssl.key.passwrd", "sasl.oauthbearer.client.secrets",
+                                 "ssl.keypem", "no.such.thing"])
+def test_a_misspelled_property_never_shows_its_value(tmp_path: Path, key: str) -> None:
+    path = write(tmp_path, "", kafka=f"{KAFKA_OK}{key}={SECRET_VALUE}\n")
+    message = error_of(path)
+    assert SECRET_VALUE not in message
+    assert message.startswith(f"{tmp_path}/rdkafka.conf:2: {key}: No such configuration "
+                              f'property: "{key}"'), message
+
+
+def test_a_misspelled_secret_is_named_with_the_right_spelling(tmp_path: Path) -> None:
+    path = write(tmp_path, "", kafka=f"{KAFKA_OK}sasl.pasword={SECRET_VALUE}\n")
+    assert error_of(path) == (f"{tmp_path}/rdkafka.conf:2: sasl.pasword: No such configuration "
+                              'property: "sasl.pasword"; did you mean sasl.password?')
+
+
+@pytest.mark.parametrize("key", ["sasl.kerberos.kinit.cmd", "sasl.oauthbearer.extensions",
+                                 "dr_msg_cb", "ssl_key"])
+def test_values_of_undocumented_or_secret_properties_are_hidden(key: str) -> None:
+    assert is_secret(key)
+    assert config.kafka.redacted({key: SECRET_VALUE}) == {key: "***"}
+
+
+@pytest.mark.parametrize("key", ["acks", "topic.acks", "topic.message.timeout.ms",
+                                 "topic.metadata.refresh.interval.ms", "linger.ms",
+                                 "security.protocol", "compression.type"])
+def test_values_of_documented_plain_properties_are_shown(key: str) -> None:
+    assert not is_secret(key)
+
+
+def test_librdkafka_knows_every_property_the_secret_rule_names() -> None:
+    lib = config.kafka._librdkafka()
+    conf = lib.rd_kafka_conf_new()
+    unknown = []
+    try:
+        for name in sorted(config.kafka.KNOWN | {f"topic.{n}" for n in
+                                                  config.kafka.NON_SECRET_TOPIC}):
+            errstr = ctypes.create_string_buffer(512)
+            if lib.rd_kafka_conf_set(conf, name.encode(), b"", errstr, 512) == -2:
+                unknown.append(name)
+    finally:
+        lib.rd_kafka_conf_destroy(conf)
+    assert unknown == []
+
+
+def test_a_rejected_secret_value_is_masked_even_when_librdkafka_cut_it() -> None:
+    prop = KafkaProperty("sasl.oauthbearer.config", "principal=" + "s" * 600, 4)
+    message = 'Invalid value "principal=' + "s" * 480  # errstr is 512 bytes at most
+    masked = config.kafka._masked(message, prop)
+    assert "sss" not in masked and masked == 'Invalid value "***"'
+    plain = config.kafka._masked('Invalid value "x" for "sasl.oauthbearer.config"', prop)
+    assert plain == 'Invalid value "***" for "sasl.oauthbearer.config"'
 
 
 # --------------------------------------------------------------------------- producer config

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobcompd.config.source import C_SPACE, ConfigError, clip, read_text
+from jobcompd.config.source import C_SPACE, ConfigError, clip, read_text, suggest
 
 #: librdkafka's own default for message.max.bytes, used when the operator does not set it.
 LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000
@@ -46,23 +46,90 @@ class KafkaProperty:
 
 # --------------------------------------------------------------------------- secrets
 
-_SECRET_WORDS = ("password", "passwd", "secret", "passphrase", "jaas", "credential")
-_SECRET_KEYS = frozenset({"sasl.oauthbearer.config", "sasl.oauthbearer.assertion.private.key"})
+#: librdkafka's documented properties (CONFIGURATION.md) whose values are safe to show, and
+#: that an operator needs to see to diagnose a failure: addresses, sizes, timeouts, modes,
+#: names, paths, public certificates. Every other value is shown as ``***``.
+NON_SECRET = frozenset({
+    # global
+    "builtin.features", "client.id", "client.software.name", "client.software.version",
+    "metadata.broker.list", "bootstrap.servers", "message.max.bytes",
+    "message.copy.max.bytes", "receive.message.max.bytes",
+    "max.in.flight.requests.per.connection", "max.in.flight", "metadata.recovery.strategy",
+    "metadata.recovery.rebootstrap.trigger.ms", "metadata.request.timeout.ms",
+    "topic.metadata.refresh.interval.ms", "metadata.max.age.ms",
+    "topic.metadata.refresh.fast.interval.ms", "topic.metadata.refresh.fast.cnt",
+    "topic.metadata.refresh.sparse", "topic.metadata.propagation.max.ms", "topic.blacklist",
+    "debug", "socket.timeout.ms", "socket.blocking.max.ms", "socket.send.buffer.bytes",
+    "socket.receive.buffer.bytes", "socket.keepalive.enable", "socket.nagle.disable",
+    "socket.max.fails", "broker.address.ttl", "broker.address.family",
+    "socket.connection.setup.timeout.ms", "connections.max.idle.ms",
+    "enable.sparse.connections", "reconnect.backoff.jitter.ms", "reconnect.backoff.ms",
+    "reconnect.backoff.max.ms", "statistics.interval.ms", "enabled_events", "log_level",
+    "log.queue", "log.thread.name", "enable.random.seed", "log.connection.close",
+    "internal.termination.signal", "api.version.request", "api.version.request.timeout.ms",
+    "api.version.fallback.ms", "broker.version.fallback", "allow.auto.create.topics",
+    "security.protocol", "ssl.cipher.suites", "ssl.curves.list", "ssl.sigalgs.list",
+    "ssl.key.location", "ssl.certificate.location", "ssl.certificate.pem", "ssl.ca.location",
+    "ssl.ca.pem", "ssl.ca.certificate.stores", "ssl.crl.location", "ssl.keystore.location",
+    "ssl.engine.location", "ssl.engine.id", "enable.ssl.certificate.verification",
+    "ssl.endpoint.identification.algorithm", "sasl.mechanisms", "sasl.mechanism",
+    "sasl.kerberos.service.name", "sasl.kerberos.principal", "sasl.kerberos.keytab",
+    "sasl.kerberos.min.time.before.relogin", "sasl.username", "sasl.oauthbearer.method",
+    "sasl.oauthbearer.client.id", "sasl.oauthbearer.scope",
+    "sasl.oauthbearer.token.endpoint.url", "sasl.oauthbearer.sub.claim.name",
+    "sasl.oauthbearer.grant.type", "sasl.oauthbearer.assertion.algorithm",
+    "sasl.oauthbearer.assertion.private.key.file", "sasl.oauthbearer.assertion.claim.aud",
+    "sasl.oauthbearer.assertion.claim.exp.seconds", "sasl.oauthbearer.assertion.claim.iss",
+    "sasl.oauthbearer.assertion.claim.jti.include",
+    "sasl.oauthbearer.assertion.claim.nbf.seconds", "sasl.oauthbearer.assertion.claim.sub",
+    "sasl.oauthbearer.assertion.file", "sasl.oauthbearer.assertion.jwt.template.file",
+    "sasl.oauthbearer.metadata.authentication.type", "enable.sasl.oauthbearer.unsecure.jwt",
+    "plugin.library.paths", "client.rack", "client.dns.lookup", "enable.metrics.push",
+    # producer
+    "transactional.id", "transaction.timeout.ms", "enable.idempotence",
+    "enable.gapless.guarantee", "queue.buffering.max.messages", "queue.buffering.max.kbytes",
+    "queue.buffering.max.ms", "linger.ms", "message.send.max.retries", "retries",
+    "retry.backoff.ms", "retry.backoff.max.ms", "queue.buffering.backpressure.threshold",
+    "compression.codec", "compression.type", "batch.num.messages", "batch.size",
+    "delivery.report.only.error", "sticky.partitioning.linger.ms",
+    # consumer (jobcompd consume reads the same file)
+    "group.id", "group.instance.id", "partition.assignment.strategy", "session.timeout.ms",
+    "heartbeat.interval.ms", "group.protocol.type", "group.protocol", "group.remote.assignor",
+    "coordinator.query.interval.ms", "max.poll.interval.ms", "enable.auto.commit",
+    "auto.commit.interval.ms", "enable.auto.offset.store", "queued.min.messages",
+    "queued.max.messages.kbytes", "fetch.wait.max.ms", "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes", "max.partition.fetch.bytes", "fetch.max.bytes",
+    "fetch.min.bytes", "fetch.error.backoff.ms", "isolation.level", "enable.partition.eof",
+    "check.crcs",
+})
+#: Topic-level properties, which a global configuration also takes with a "topic." prefix.
+NON_SECRET_TOPIC = frozenset({
+    "request.required.acks", "acks", "request.timeout.ms", "message.timeout.ms",
+    "delivery.timeout.ms", "queuing.strategy", "produce.offset.report", "partitioner",
+    "compression.codec", "compression.type", "compression.level", "auto.commit.enable",
+    "enable.auto.commit", "auto.commit.interval.ms", "auto.offset.reset",
+    "consume.callback.max.messages",
+})
+#: librdkafka's documented properties whose values grant access or may carry tokens; named
+#: for suggestions ("did you mean sasl.password?"), never shown.
+SECRET = frozenset({
+    "sasl.password", "ssl.key.password", "ssl.key.pem", "ssl_key", "ssl.keystore.password",
+    "sasl.oauthbearer.config", "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.extensions", "sasl.oauthbearer.assertion.private.key.pem",
+    "sasl.oauthbearer.assertion.private.key.passphrase", "sasl.kerberos.kinit.cmd",
+})
+KNOWN = NON_SECRET | NON_SECRET_TOPIC | SECRET
 
 
 def is_secret(key: str) -> bool:
-    """Whether a librdkafka property's value must never be shown.
-
-    Secrets are values that grant access on their own: passwords and passphrases
-    (``sasl.password``, ``ssl.key.password``, ``ssl.keystore.password``), client secrets
-    (``sasl.oauthbearer.client.secret``), inline private keys (``ssl.key.pem``,
-    ``*.private.key.pem``), ``sasl.oauthbearer.config`` (may carry tokens) and Java's
-    ``sasl.jaas.config`` (holds a password; librdkafka rejects it, but the rejection is
-    reported). Paths (``ssl.key.location``), user names and public certificates stay
-    visible, because an operator needs them to diagnose a failure.
-    """
-    k = key.strip(C_SPACE).lower()
-    return any(w in k for w in _SECRET_WORDS) or k.endswith("key.pem") or k in _SECRET_KEYS
+    """Whether a librdkafka property's value must never be shown: every property but the
+    documented non-secret ones (NON_SECRET, and NON_SECRET_TOPIC with or without "topic."),
+    so that a misspelled ``sasl.pasword`` is as hidden as ``sasl.password``. Names are
+    compared exactly, as librdkafka compares them."""
+    name = key.strip(C_SPACE)
+    if name in NON_SECRET:
+        return False
+    return name.removeprefix("topic.") not in NON_SECRET_TOPIC
 
 
 def shown(prop: KafkaProperty) -> str:
@@ -73,6 +140,16 @@ def shown(prop: KafkaProperty) -> str:
 def redacted(conf: dict[str, str]) -> dict[str, str]:
     """``conf`` with every value :func:`shown` would hide replaced by ``***``."""
     return {k: "***" if is_secret(k) else v for k, v in conf.items()}
+
+
+def _masked(message: str, prop: KafkaProperty) -> str:
+    """librdkafka's message about a secret property without its value: the value itself, and
+    every quoted text but the property's names (an errstr cut at 512 bytes may hold only the
+    start of the value)."""
+    if prop.value:
+        message = message.replace(prop.value, "***")
+    return re.sub(r'"[^"]*("|$)', lambda m: m[0] if m[0].strip('"') in KNOWN | {prop.key}
+                  else '"***"', message)
 
 
 # --------------------------------------------------------------------------- reading
@@ -151,27 +228,39 @@ def _librdkafka() -> ctypes.CDLL:
 
 def check_kafka_properties(props: Sequence[KafkaProperty], path: Path) -> None:
     """Offer every property to librdkafka in file order, like Slurm's rd_kafka_conf_set
-    loop; the first one it rejects (unknown name or invalid value) is a ConfigError."""
+    loop; the first one it rejects (unknown name or invalid value) is a ConfigError. The
+    message shows the value only of a documented non-secret property, and never for an
+    unknown name (a misspelled secret)."""
     lib = _librdkafka()
     conf = lib.rd_kafka_conf_new()
     if not conf:
         raise ConfigError("rd_kafka_conf_new() failed (out of memory?)")
     try:
         for prop in props:
-            where = f"{path}:{prop.line}: {clip(prop.key)}={clip(shown(prop))}"
-            if "\0" in prop.key or "\0" in prop.value:
-                raise ConfigError(f"{where}: contains a NUL character")
-            errstr = ctypes.create_string_buffer(512)
-            rc = lib.rd_kafka_conf_set(
-                conf, prop.key.encode(), prop.value.encode(), errstr, len(errstr)
-            )
-            if rc != 0:  # RD_KAFKA_CONF_OK
-                msg = errstr.value.decode("utf-8", "replace").strip(C_SPACE)
-                if is_secret(prop.key) and prop.value:
-                    msg = msg.replace(prop.value, "***")
-                raise ConfigError(f"{where}: {clip(msg, 600) or 'rejected by librdkafka'}")
+            _offer(lib, conf, prop, path)
     finally:
         lib.rd_kafka_conf_destroy(conf)
+
+
+_CONF_UNKNOWN = -2
+
+
+def _offer(lib: ctypes.CDLL, conf: int, prop: KafkaProperty, path: Path) -> None:
+    """One rd_kafka_conf_set; a refusal is a ConfigError that names file, line and key."""
+    key = f"{path}:{prop.line}: {clip(prop.key)}"
+    if "\0" in prop.key or "\0" in prop.value:
+        raise ConfigError(f"{key}={clip(shown(prop))}: contains a NUL character")
+    errstr = ctypes.create_string_buffer(512)
+    rc = lib.rd_kafka_conf_set(conf, prop.key.encode(), prop.value.encode(), errstr,
+                               len(errstr))
+    if rc == 0:  # RD_KAFKA_CONF_OK
+        return
+    msg = errstr.value.decode("utf-8", "replace").strip(C_SPACE) or "rejected by librdkafka"
+    if rc == _CONF_UNKNOWN:
+        raise ConfigError(f"{key}: {clip(msg, 600)}{suggest(prop.key, sorted(KNOWN))}")
+    if is_secret(prop.key):
+        msg = _masked(msg, prop)
+    raise ConfigError(f"{key}={clip(shown(prop))}: {clip(msg, 600)}")
 
 
 # --------------------------------------------------------------------------- jobcompd's rules
