@@ -16,7 +16,6 @@ what happened and wake it through a pipe (gunicorn's arbiter does the same). The
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import select
 import signal
@@ -29,7 +28,7 @@ from confluent_kafka import KafkaError, KafkaException
 from jobcompd import config as configmod
 from jobcompd import log as logmod
 from jobcompd import metrics as metricsmod
-from jobcompd import notify, record, spool, state
+from jobcompd import notify, records, spool, state
 from jobcompd.config import Config, ConfigError
 from jobcompd.delivery import (
     Message,
@@ -38,7 +37,7 @@ from jobcompd.delivery import (
     is_timeout,
 )
 from jobcompd.httpintake import HttpIntake, HttpIntakeError
-from jobcompd.service import outcomes
+from jobcompd.service import outcomes, reload
 from jobcompd.service.intake import Carryover, DeadLetters, Intake
 from jobcompd.service.supervisor import Supervisor
 from jobcompd.service.telemetry import TICK_S, Snapshot, Telemetry
@@ -71,10 +70,6 @@ SLOW_TICK_S = 10.0
 #: librdkafka statistics interval when metrics are on and JobCompLoc sets none.
 STATS_INTERVAL_MS = 30_000
 
-#: Config attributes a reload does not change: the spool the hooks write into, and the lock,
-#: state and status files, move only with a restart.
-RESTART_KEYS = ("spool_dir", "state_dir")
-
 
 class Daemon:
     """The long-running service. ``run()`` returns the process exit code."""
@@ -84,8 +79,7 @@ class Daemon:
         self.spool = spool.Spool(
             config.spool_dir,
             max_record_bytes=config.params.max_record_bytes,
-            # The daemon's own files (HTTP intake, `failed retry` as this user) are always fine.
-            allowed_uids=config.spool_owners | {os.geteuid()},
+            allowed_uids=reload.spool_owners(config),
         )
         self.lock = state.InstanceLock(config.state_dir)
         #: every unacknowledged record: queued, sent, backing off.
@@ -340,7 +334,7 @@ class Daemon:
 
     def _topic_for(self, event: str) -> str:
         p = self.config.params
-        return p.topic_job_start if event == record.EVENT_START else p.topic
+        return p.topic_job_start if event == records.EVENT_START else p.topic
 
     def _send(self, msg: Message) -> bool:
         """Produce one message; False when librdkafka's queue is full or the producer must be
@@ -533,43 +527,32 @@ class Daemon:
     def _apply_reload(self) -> None:
         old = self.config
         try:
-            new = configmod.load(old.path)
+            loaded = configmod.load(old.path)
         except ConfigError as e:
             self.telemetry.note_error(str(e))
             self.telemetry.reloaded(False)
             log.error("reload_failed", error=str(e), detail="the running configuration is kept")
             return
-        new, pending = _keep_restart_keys(new, old)
-        if new.kafka_changed(old) and not self._rebuild(
+        todo = reload.plan(loaded, old)
+        new = todo.config
+        if todo.kafka and not self._rebuild(
             "librdkafka properties changed", producer_config(new), intended=True
         ):
             self.telemetry.reloaded(False)
             log.error("reload_failed", error="the new librdkafka properties were refused",
                       detail="the running configuration is kept")
             return
-        self.config = new
-        self.intake.config = new
-        if pending != self.restart_needed:
-            if pending:
-                log.warning("reload_needs_restart", configured=pending,
-                            running={k: str(getattr(old, k)) for k in pending},
-                            detail="kept in force until jobcompd restarts "
-                            "(systemctl restart jobcompd)")
-            self.restart_needed = pending
+        self.config = self.intake.config = new
+        self._note_restart_needed(todo.restart_needed, old)
         logmod.configure(debug=new.debug_jobcomp, log_format=new.log_format,
                          target=new.log_target)
-        if new.metrics_listen != old.metrics_listen:
+        if todo.spool_limits:
+            self.spool.max_record_bytes = new.params.max_record_bytes
+            self.spool.allowed_uids = reload.spool_owners(new)
+        if todo.metrics:
             self._serve_metrics(new)
-        if new.http_listen != old.http_listen:
-            if self.http is not None:
-                self.http.stop()
-                self.http = None
-            try:
-                self._start_http(new)
-            except HttpIntakeError as e:
-                self.http = None
-                self.telemetry.note_error(str(e))
-                log.error("http_unavailable", error=str(e))
+        if todo.http:
+            self._restart_http(new)
         elif self.http is not None:
             self.http.max_body = new.params.max_record_bytes
         for warning in new.warnings:
@@ -577,6 +560,27 @@ class Daemon:
         self.telemetry.reloaded(True)
         log.info("reloaded", topic=new.params.topic, topic_job_start=new.params.topic_job_start,
                  kafka=new.redacted_kafka())
+
+    def _note_restart_needed(self, pending: dict[str, str], running: Config) -> None:
+        """Say once which configured values wait for a restart, and keep them for the status."""
+        if pending != self.restart_needed and pending:
+            log.warning("reload_needs_restart", configured=pending,
+                        running={k: str(getattr(running, k)) for k in pending},
+                        detail="kept in force until jobcompd restarts "
+                        "(systemctl restart jobcompd)")
+        self.restart_needed = pending
+
+    def _restart_http(self, cfg: Config) -> None:
+        """HttpListen changed: stop the intake and start it on the new address, if any."""
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
+        try:
+            self._start_http(cfg)
+        except HttpIntakeError as e:
+            self.http = None
+            self.telemetry.note_error(str(e))
+            log.error("http_unavailable", error=str(e))
 
     # -- shutdown -------------------------------------------------------------------------
 
@@ -651,16 +655,6 @@ class Daemon:
             unreadable=len(self.intake.unreadable), restart_needed=self.restart_needed,
             config=self.config,
         ), textfile=slow)
-
-
-def _keep_restart_keys(new: Config, running: Config) -> tuple[Config, dict[str, str]]:
-    """The reloaded configuration with the settings that only a restart can move (the spool
-    the hooks write, the lock and state file) kept as they run, and the configured values
-    that wait for that restart."""
-    pending = {k: str(getattr(new, k)) for k in RESTART_KEYS
-               if getattr(new, k) != getattr(running, k)}
-    kept = dataclasses.replace(new, **{k: getattr(running, k) for k in pending})
-    return kept, pending
 
 
 def producer_config(cfg: Config) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -404,3 +405,41 @@ def test_restarted_broker_wedges_the_producer_and_the_daemon_rebuilds_it(tmp_pat
         if dut.proc and dut.proc.poll() is None:
             dut.kill()
         tansu.stop()
+
+
+def test_sighup_applies_the_record_limit_and_spool_owners_to_the_spool_and_http(daemon):
+    """Every key applies on reload: a larger max_record_bytes lets a 150 kB record through
+    the spool and the HTTP intake, and a new SpoolOwners user's record is accepted."""
+    port = free_port()
+    daemon.params["max_record_bytes"] = "100000"
+    daemon.extra_conf["HttpListen"] = f"127.0.0.1:{port}"
+    daemon.write_config()
+    daemon.start()
+    daemon.params["max_record_bytes"] = "400000"
+    daemon.extra_conf["SpoolOwners"] = "root,64030"
+    daemon.write_config()
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log("reloaded")
+
+    big = end_env(401)
+    big["PADDING"] = "x" * 150_000
+    name = f"{time.time_ns():019d}.401.end.env"
+    tmp = daemon.spool / "tmp" / name
+    tmp.write_bytes(b"".join(f"{k}={v}".encode() + b"\0" for k, v in big.items()))
+    os.chown(tmp, 64030, 64030)  # a writer that only the new SpoolOwners lets in
+    os.rename(tmp, daemon.spool / "new" / name)
+    body = json.dumps({"jobid": 402, "username": "alice", "state": "COMPLETED",
+                       "comment": "y" * 150_000}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/slurm/jobcomp", body=body,
+                     headers={"Content-Type": "application/json"})
+        status = conn.getresponse().status
+    finally:
+        conn.close()
+    assert status == 201
+    assert sorted(ids_of(daemon.consume(2, settle=0.5))) == [401, 402]
+    assert daemon.failed_files() == []
+    doc = _status(daemon)
+    assert doc["config"]["params"]["max_record_bytes"] == 400000
+    assert 64030 in doc["config"]["spool_owners"]
