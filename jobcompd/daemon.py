@@ -555,6 +555,7 @@ class Daemon:
             self._restart_http(new)
         elif self.http is not None:
             self.http.max_body = new.params.max_record_bytes
+            self.http.cluster = new.cluster_name
         for warning in new.warnings:
             log.warning("config_warning", detail=warning)
         self.telemetry.reloaded(True)
