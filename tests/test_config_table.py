@@ -67,10 +67,10 @@ def test_literal_defaults_parse_alone(tmp_path: Path) -> None:
 
 
 def test_only_the_spool_and_the_state_folder_wait_for_a_restart() -> None:
-    from jobcompd import daemon
+    from jobcompd.service import reload
 
     assert config.RESTART_ATTRS == ("spool_dir", "state_dir")
-    assert tuple(daemon.RESTART_KEYS) == config.RESTART_ATTRS
+    assert tuple(reload.RESTART_KEYS) == config.RESTART_ATTRS
 
 
 # --------------------------------------------------------------------------- JobCompParams

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from jobcompd.config.source import C_SPACE, ConfigError, clip, decimal, suggest
 
@@ -205,12 +205,11 @@ def parse_params(text: str, cluster_name: str, where: str) -> tuple[Params, list
             f"{where}: topic and topic_job_start are both {topic!r}: start and end records "
             "share one topic and consumers must tell them apart by the 'event' header"
         )
-    fields: dict[str, int | bool | str | float] = {"topic": topic,
-                                                   "topic_job_start": topic_job_start}
+    fields: dict[str, Any] = {"topic": topic, "topic_job_start": topic_job_start}
     for option in OPTIONS:
         if option.kind == "flag":
             fields[str(option.attr)] = bool(values.get(option.name, False))
         elif option.kind == "number":
-            number = int(values.get(option.name, option.default))  # type: ignore[arg-type]
+            number = int(values.get(option.name, option.default or 0))
             fields[str(option.attr)] = float(number) if option.real else number
-    return Params(**fields), warnings  # type: ignore[arg-type]
+    return Params(**fields), warnings

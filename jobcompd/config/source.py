@@ -103,7 +103,7 @@ def decimal(text: str) -> int | None:
 
     A number of more than twenty digits comes back as ``±HUGE``, outside every range a
     caller checks: the digits are counted before they are converted, because Python refuses
-    to convert more than 4300 of them (ValueError)."""
+    to convert a long enough string of them (ValueError, ``sys.get_int_max_str_digits``)."""
     sign, digits = (text[0], text[1:]) if text[:1] in ("+", "-") else ("", text)
     if not digits or not digits.isascii() or not digits.isdigit():
         return None
