@@ -85,6 +85,7 @@ class Daemon:
         #: every unacknowledged record: queued, sent, backing off.
         self.window = Window()
         self.producer: Producer | None = None
+        self._linger_s = 0.0
         self.http: HttpIntake | None = None
         self._stopping = False
         self._reload_requested = False
@@ -154,6 +155,7 @@ class Daemon:
         self._load_state()
         self._save_state(clean=False)
         self._start_http(cfg)
+        self._linger_s = linger_s(producer_config(cfg))
         self.producer = Producer(producer_config(cfg), stats=self.metrics.librdkafka_stats,
                                  throttle=self.supervisor.throttle)
         self._serve_metrics(cfg)
@@ -463,9 +465,10 @@ class Daemon:
 
     def _check_producer(self, now: float) -> None:
         assert self.producer is not None
-        reason = self.supervisor.check(self.producer, waiting=self.window.any_sent(),
+        reason = self.supervisor.check(self.producer,
+                                       oldest_sent_at=self.window.oldest_sent_at,
                                        stall_timeout_s=self.config.params.stall_timeout_s,
-                                       now=now)
+                                       linger_s=self._linger_s, now=now)
         if reason is not None:
             self._rebuild(reason)
 
@@ -543,6 +546,7 @@ class Daemon:
                       detail="the running configuration is kept")
             return
         self.config = self.intake.config = new
+        self._linger_s = linger_s(producer_config(new))
         self._note_restart_needed(todo.restart_needed, old)
         logmod.configure(debug=new.debug_jobcomp, log_format=new.log_format,
                          target=new.log_target)
@@ -656,6 +660,16 @@ class Daemon:
             unreadable=len(self.intake.unreadable), restart_needed=self.restart_needed,
             config=self.config,
         ), textfile=slow)
+
+
+def linger_s(conf: dict[str, str]) -> float:
+    """How long librdkafka holds a record before sending it (linger.ms, alias
+    queue.buffering.max.ms; librdkafka's default 5 ms)."""
+    value = conf.get("linger.ms", conf.get("queue.buffering.max.ms", "5"))
+    try:
+        return float(value) / 1000.0
+    except ValueError:
+        return 0.005
 
 
 def producer_config(cfg: Config) -> dict[str, str]:

@@ -443,3 +443,18 @@ def test_sighup_applies_the_record_limit_and_spool_owners_to_the_spool_and_http(
     doc = _status(daemon)
     assert doc["config"]["params"]["max_record_bytes"] == 400000
     assert 64030 in doc["config"]["spool_owners"]
+
+
+def test_a_long_linger_is_no_stall(daemon):
+    """linger.ms beyond stall_timeout is legal: librdkafka holds the records on purpose. The
+    stall is measured from the oldest record's produce time plus the linger, so the producer
+    is not replaced again and again, and the records arrive."""
+    daemon.kafka["linger.ms"] = "8000"
+    daemon.kafka["message.timeout.ms"] = "60000"
+    daemon.params["stall_timeout"] = "5"
+    daemon.write_config()
+    daemon.start()
+    for i in range(3):
+        daemon.hook(end_env(501 + i))
+    assert sorted(ids_of(daemon.consume(3, timeout=60))) == [501, 502, 503]
+    assert daemon.log_lines("producer_rebuilt") == []

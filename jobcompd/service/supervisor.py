@@ -1,8 +1,10 @@
 """The producer's health: when to replace it, and whether a broker answers.
 
 A producer is replaced when librdkafka says it is beyond repair (a fatal error), when a
-delivery report says so (see outcomes), or when it stalls: records wait for reports for
-``stall_timeout`` while a broker answers a metadata request. The last one is real: an
+delivery report says so (see outcomes), or when it stalls: no report has come for
+``stall_timeout``, the oldest record waiting for one was produced longer ago than
+``stall_timeout`` plus the producer's ``linger.ms`` (librdkafka holds a record that long on
+purpose before it sends it), and a broker answers a metadata request. The last one is real: an
 idempotent producer whose broker lost its producer state raises no error and times out every
 message for ever, while a new producer delivers at once. A stall while no broker answers is
 an outage, not a wedge: the probe is asked again only after another ``stall_timeout``.
@@ -55,10 +57,11 @@ class Supervisor:
         self._progress_at = time.monotonic()
         self._next_probe = 0.0
 
-    def check(self, producer: Producer, *, waiting: bool, stall_timeout_s: float,
-              now: float) -> str | None:
+    def check(self, producer: Producer, *, oldest_sent_at: Callable[[], float | None],
+              stall_timeout_s: float, linger_s: float, now: float) -> str | None:
         """Log what the error callback saw, and return why the producer must be replaced
-        (None: it may stay). ``waiting``: some record waits for a delivery report."""
+        (None: it may stay). ``oldest_sent_at``: when the record that has waited longest for
+        its report was produced (asked only when no report came for ``stall_timeout_s``)."""
         health = producer.health
         for err in health.errors:
             self._last_error = err.str()
@@ -69,9 +72,8 @@ class Supervisor:
         health.errors.clear()
         if health.fatal is not None and self._rebuild_reason is None:
             self._rebuild_reason = f"fatal producer error: {health.fatal.str()}"
-        stalled = (waiting and now >= self._next_probe
-                   and now - self._progress_at >= stall_timeout_s)
-        if self._rebuild_reason is None and stalled:
+        if self._rebuild_reason is None and self._stalled(oldest_sent_at, stall_timeout_s,
+                                                          linger_s, now):
             up = producer.probe(PROBE_TIMEOUT_S)
             self.set_broker_up(up)
             if up:
@@ -81,6 +83,13 @@ class Supervisor:
                 self._next_probe = time.monotonic() + stall_timeout_s
         reason, self._rebuild_reason = self._rebuild_reason, None
         return reason
+
+    def _stalled(self, oldest_sent_at: Callable[[], float | None], stall_timeout_s: float,
+                 linger_s: float, now: float) -> bool:
+        if now < self._next_probe or now - self._progress_at < stall_timeout_s:
+            return False
+        oldest = oldest_sent_at()
+        return oldest is not None and now - oldest >= stall_timeout_s + linger_s
 
     def probe(self, producer: Producer) -> bool:
         """Does a broker answer right now? (Recorded as the broker's state.)"""

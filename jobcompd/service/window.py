@@ -139,6 +139,12 @@ class Window:
         """Whether any record waits for a delivery report (what a stall is measured on)."""
         return any(m.state == SENT for m in self._messages.values())
 
+    def oldest_sent_at(self) -> float | None:
+        """When the record that has waited longest for its delivery report was produced
+        (monotonic), or None when none waits."""
+        return min((m.produced_at for m in self._messages.values() if m.state == SENT),
+                   default=None)
+
     # -- what the status and the state file need ------------------------------------------
 
     def oldest_arrived_ns(self) -> int | None:
