@@ -5,7 +5,7 @@ headers) with the daemon's producer settings (``Config.producer_config()``), unt
 acknowledged: what the broker and librdkafka allow;
 (b) a bare Python loop that lists, reads and unlinks the same number of spool files: what the
 file system allows a single Python thread;
-(c) the record parser alone on the same dumps (``record.parse_record``): what parsing costs;
+(c) the record parser alone on the same dumps (``records.parse_record``): what parsing costs;
 (d) unlinking the same number of files on two threads and nothing else: what removing one file
 per record costs, the one step no design that keeps one file per record can skip.
 
@@ -25,7 +25,7 @@ import confluent_kafka
 from bench import workload
 from bench.harness import Context, Row, broker, median, remove_tree, settle, spread
 from jobcompd import config as configmod
-from jobcompd import record
+from jobcompd import records
 from jobcompd.delivery import SCHEMA_VERSION
 from tests.support import DaemonUnderTest
 
@@ -43,7 +43,7 @@ def messages(n: int, cluster: str) -> list[tuple[bytes, bytes, list[tuple[str, b
     out = []
     for i in range(n):
         job = workload.FIRST_JOB_ID + i
-        rec = record.parse_record(workload.dump(job), "env", cluster=cluster, event_hint="end")
+        rec = records.parse_record(workload.dump(job), "env", cluster=cluster, event_hint="end")
         headers = [
             ("event", rec.event.encode()),
             ("jobcompd-id", rec.record_id.encode()),
@@ -150,7 +150,7 @@ def parse_rate(n: int) -> float:
     dumps = [workload.dump(workload.FIRST_JOB_ID + i) for i in range(n)]
     t0 = time.perf_counter()
     for data in dumps:
-        record.parse_record(data, "env", cluster="bench", event_hint="end")
+        records.parse_record(data, "env", cluster="bench", event_hint="end")
     return n / (time.perf_counter() - t0)
 
 

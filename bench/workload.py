@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from jobcompd import record
+from jobcompd import records
 from jobcompd.spool import make_name
 
 #: First job id of a run; every record of a run gets its own id from here up.
@@ -63,7 +63,8 @@ _TEMPLATE = [
     ("TZ", "Europe/Berlin"),
     ("PATH", "/usr/bin:/bin:/usr/sbin:/sbin"),
 ]
-_DUMP = ("".join(f"{k}={v}\0" for k, v in _TEMPLATE) + record.HOOK_TIME_VAR + "=%(end)d\0").encode()
+_DUMP = ("".join(f"{k}={v}\0" for k, v in _TEMPLATE) + records.HOOK_TIME_VAR
+         + "=%(end)d\0").encode()
 _END_EPOCH = 1_795_600_000
 
 
@@ -77,7 +78,7 @@ def slurm_env(job_id: int) -> dict[str, str]:
     """The environment slurmctld gives the hook for that job (no hook time, no PWD)."""
     entries = (e.partition(b"=") for e in dump(job_id).split(b"\0") if e)
     env = {k.decode(): v.decode() for k, _, v in entries}
-    del env[record.HOOK_TIME_VAR]
+    del env[records.HOOK_TIME_VAR]
     return env
 
 
@@ -85,7 +86,7 @@ def check() -> tuple[int, int]:
     """Parse one dump with the daemon's parser (so a benchmark never measures dead letters);
     return (size in bytes, number of variables)."""
     data = dump(FIRST_JOB_ID)
-    rec = record.parse_record(data, "env", cluster="bench", event_hint="end")
+    rec = records.parse_record(data, "env", cluster="bench", event_hint="end")
     if rec.job_id != FIRST_JOB_ID:
         raise RuntimeError(f"workload record parsed as job {rec.job_id}, not {FIRST_JOB_ID}")
     return len(data), data.count(b"\0")

@@ -38,7 +38,7 @@ from typing import Any
 
 import structlog
 
-from jobcompd.record import RecordError, parse_record
+from jobcompd.records import RecordError, parse_record
 from jobcompd.spool import Spool, SpoolError
 
 __all__ = ["HttpIntake", "HttpIntakeError"]

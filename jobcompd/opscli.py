@@ -472,15 +472,15 @@ def show_dead_letter(sp: spoolmod.Spool, name: str, info: dict,
         w(f"  … ({len(data) - SHOW_MAX_BYTES} more bytes not shown)\n")
     if cfg is None or row["format"] is None:
         return
-    from jobcompd import record
+    from jobcompd import records
 
     try:
-        rec = record.parse_record(data, row["format"], cluster=cfg.cluster_name,
+        rec = records.parse_record(data, row["format"], cluster=cfg.cluster_name,
                                   event_hint=row["event"])
-    except record.RecordError as e:
+    except records.RecordError as e:
         w(f"sent now as   cannot be sent: {e}\n")
         return
-    topic = (cfg.params.topic_job_start if rec.event == record.EVENT_START
+    topic = (cfg.params.topic_job_start if rec.event == records.EVENT_START
              else cfg.params.topic)
     w(f"sent now as   topic {topic}, key {cfg.cluster_name}:{rec.job_id}, "
       f"event {rec.event}:\n")

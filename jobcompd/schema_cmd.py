@@ -1,6 +1,6 @@
 """``jobcompd schema``: the JSON Schema of the message jobcompd sends, from the msgspec model.
 
-The model (:class:`jobcompd.record.JobRecord`) is the one place that defines the message:
+The model (:class:`jobcompd.records.JobRecord`) is the one place that defines the message:
 field names, order, types, which keys are always there, and each key's Slurm version notes in
 its description. This command prints it so consumers can validate or generate code; the
 checked-in copy docs/message-schema.json is kept equal to it by a test.
@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from jobcompd.record import JobRecord
+from jobcompd.records import JobRecord
 
 __all__ = ["message_schema", "register", "schema_text"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from jobcompd import record, spool
+from jobcompd import records, spool
 from jobcompd.config import Config
 from jobcompd.delivery import Message
 from jobcompd.service.telemetry import Telemetry
@@ -189,18 +189,18 @@ class Intake:
             self.unreadable.forget(name)
         return name, meta, data
 
-    def _parse(self, meta: spool.SpoolName, data: bytes) -> record.Record | str:
+    def _parse(self, meta: spool.SpoolName, data: bytes) -> records.Record | str:
         """The record, or the reason it is not one, with the configuration in force."""
         cfg = self.config
         try:
-            return record.parse_record(
+            return records.parse_record(
                 data, meta.fmt, cluster=cfg.cluster_name, event_hint=meta.event,
                 send_script=cfg.params.send_script, send_comment=cfg.params.send_comment)
-        except record.RecordError as e:
+        except records.RecordError as e:
             return str(e)
 
     def _message(self, name: str, meta: spool.SpoolName,
-                 parsed: record.Record | str) -> Message | None:
+                 parsed: records.Record | str) -> Message | None:
         """The Message of a parsed record; dead-letter what did not parse, retire what needs
         no sending."""
         cfg = self.config
@@ -209,7 +209,7 @@ class Intake:
                                    meta.job_id)
             return None
         trace = cfg.debug_jobcomp
-        if parsed.event == record.EVENT_START and not cfg.params.enable_job_start:
+        if parsed.event == records.EVENT_START and not cfg.params.enable_job_start:
             if trace:
                 log.debug("start_record_skipped", job_id=parsed.job_id, job_event=parsed.event,
                           file=name, detail="enable_job_start is off")
