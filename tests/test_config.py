@@ -1165,3 +1165,32 @@ def test_arbitrary_kafka_file_only_raises_config_error(tmp_path_factory, kafka: 
         assert str(e)
     else:
         assert cfg.producer_config()
+
+
+@pytest.mark.parametrize(("lines", "names"), [
+    ("linger.ms=45000\nmessage.timeout.ms=10000\n", ["linger.ms=45000", "line 3"]),
+    ("queue.buffering.max.ms=400000\n", ["queue.buffering.max.ms=400000",
+                                         "default message.timeout.ms=300000"]),
+])
+def test_a_linger_that_outlasts_the_message_timeout_is_refused(tmp_path, lines, names):
+    """librdkafka would refuse the producer at start; the configuration says why first, so
+    check and run agree."""
+    kafka = tmp_path / "rdkafka.conf"
+    kafka.write_text("bootstrap.servers=127.0.0.1:9\n" + lines)
+    conf = tmp_path / "jobcompd.conf"
+    conf.write_text(f"ClusterName=c1\nJobCompLoc={kafka}\nSpoolDir={tmp_path}/spool\n"
+                    f"StateSaveLocation={tmp_path}\n")
+    with pytest.raises(ConfigError) as e:
+        load(conf)
+    for word in names:
+        assert word in str(e.value), str(e.value)
+    assert str(e.value).startswith(f"{kafka}:2: ")
+
+
+def test_a_long_linger_below_the_message_timeout_is_accepted(tmp_path):
+    kafka = tmp_path / "rdkafka.conf"
+    kafka.write_text("bootstrap.servers=127.0.0.1:9\nlinger.ms=45000\n")
+    conf = tmp_path / "jobcompd.conf"
+    conf.write_text(f"ClusterName=c1\nJobCompLoc={kafka}\nSpoolDir={tmp_path}/spool\n"
+                    f"StateSaveLocation={tmp_path}\n")
+    assert load(conf).producer_config()["linger.ms"] == "45000"

@@ -277,6 +277,8 @@ _ALIASES = {
     "metadata.broker.list": "bootstrap.servers",
     "message.max.bytes": "message.max.bytes",
     "transactional.id": "transactional.id",
+    "linger.ms": "linger.ms",
+    "queue.buffering.max.ms": "linger.ms",
 }
 _TOPIC_LEVEL = frozenset(
     {"acks", "request.required.acks", "message.timeout.ms", "delivery.timeout.ms"}
@@ -360,6 +362,27 @@ def check_kafka_semantics(props: Sequence[KafkaProperty], path: Path) -> None:
             f"{path}:{txn.line}: {txn.key}: jobcompd does not use Kafka transactions "
             "(idempotence gives it ordered, de-duplicated delivery); remove this line"
         )
+    _check_linger(props, path)
+
+
+def _check_linger(props: Sequence[KafkaProperty], path: Path) -> None:
+    """librdkafka refuses a producer whose records would time out while it holds them on
+    purpose (linger.ms not below message.timeout.ms); say so here, where check sees it."""
+    linger = last_property(props, "linger.ms")
+    timeout = last_property(props, "message.timeout.ms")
+    linger_ms = _c_integer(linger.value.strip(C_SPACE)) if linger is not None else None
+    timeout_ms = _c_integer(
+        timeout.value.strip(C_SPACE) if timeout is not None
+        else PRODUCER_DEFAULTS["message.timeout.ms"])
+    if linger is None or linger_ms is None or timeout_ms is None or timeout_ms == 0:
+        return
+    if linger_ms >= timeout_ms:
+        where = (f"{timeout.key}={timeout.value} (line {timeout.line})" if timeout is not None
+                 else f"jobcompd's default message.timeout.ms={timeout_ms}")
+        raise ConfigError(
+            f"{path}:{linger.line}: {linger.key}={linger.value} is not below {where}: every "
+            "record would time out while librdkafka holds it back; lower linger.ms (a few "
+            "milliseconds is plenty for jobcompd) or raise message.timeout.ms")
 
 
 def _c_integer(text: str) -> int | None:
