@@ -106,6 +106,7 @@ class ChrootCluster(ClusterBase):
             else:
                 cgroup.write_text(self.cgroup_conf)
         except BaseException:
+            chroot.unmount(self.root)
             self._release()
             raise
 
