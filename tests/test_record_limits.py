@@ -2,9 +2,8 @@
 and a record with more members than any real one could have is refused before it is read
 (TooManyKeys, dead-lettered as ``too_many_keys``), while the records around it go on.
 
-The time limits below are a hundred times what the linear code takes: they catch work that
-grows with the square of the input (a 100,000-key record took minutes that way), not a slow
-machine.
+The time limits below are far above what the linear code takes: they catch work that grows
+with the square of the input, not a slow machine.
 """
 
 from __future__ import annotations

@@ -21,11 +21,10 @@ from jobcompd.records.passthrough import pass_through
 __all__ = ["MAX_RECORD_MEMBERS", "parse_record"]
 
 #: The most members a record may have: the top-level keys of a JSON record, the entries of an
-#: environment dump. Real Slurm records have a few dozen, a job object of the newest Slurm
-#: not two hundred (tests/test_record_limits.py measures the captures in tests/data and the
-#: real dumps, and keeps this cap at least fifty times above the largest). Members inside a
-#: value (a job object's steps, say) do not count: only ``max_record_bytes`` bounds those, and
-#: everything done with them is linear in their size.
+#: environment dump. Real Slurm records have far fewer: tests/test_record_limits.py measures
+#: every capture in tests/data and the real dumps, and keeps this cap MARGIN times above the
+#: largest. Members inside a value (a job object's steps, say) do not count: only
+#: ``max_record_bytes`` bounds those, and everything done with them is linear in their size.
 MAX_RECORD_MEMBERS = 10_000
 
 _EVENT_HINTS = {

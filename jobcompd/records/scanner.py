@@ -208,4 +208,5 @@ def _member_head(data: Buffer, pos: int) -> tuple[bytes, int] | None:
 
 def _after_item(data: Buffer, end: int) -> int:
     """Where the next member or element starts: past whitespace and one comma."""
-    return _SEPARATOR.match(data, end).end()  # type: ignore[union-attr]  # matches "" at worst
+    found = _SEPARATOR.match(data, end)
+    return found.end() if found else end
