@@ -2,7 +2,7 @@
 
 import sys
 
-from jobcompd.cli import main
+from jobcompd.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from os import EX_CANTCREAT, EX_CONFIG, EX_DATAERR, EX_IOERR, EX_NOINPUT, EX_NOPERM, EX_OK
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -45,15 +46,7 @@ from jobcompd.records import EVENT_END, RecordError, encode, jobobjects
 from jobcompd.records.dumps import Item, read_jobs
 from jobcompd.spool import Spool, SpoolError
 
-__all__ = ["Item", "LocalIds", "Summary", "backfill", "parse_when", "read_jobs", "register"]
-
-EX_OK = 0
-EX_DATAERR = 65  # some jobs could not be rendered
-EX_NOINPUT = 66
-EX_CANTCREAT = 73  # no spool to write to
-EX_IOERR = 74  # writing the spool failed midway
-EX_NOPERM = 77
-EX_CONFIG = 78
+__all__ = ["Item", "LocalIds", "Summary", "backfill", "parse_when", "read_jobs"]
 
 # Skip reasons, in the order the summary lists them.
 NOT_FINISHED = "not finished"
@@ -230,13 +223,6 @@ def parse_when(text: str) -> int:
     return int(when.timestamp())
 
 
-def _when_arg(text: str) -> int:
-    try:
-        return parse_when(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 class _Progress:
     """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
 
@@ -385,39 +371,3 @@ def _spool_problem(spool: Spool, cfg: configmod.Config) -> tuple[int, str] | Non
             "its records; run backfill as root or as the spool's owner"
         )
     return None
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``jobcompd backfill`` to the command line."""
-    from jobcompd.cli import _add_config_arg
-
-    p = subparsers.add_parser(
-        "backfill",
-        help="put the jobs of a sacct/scontrol --json dump into the spool as job end records",
-        description="Read a `sacct --json` or `scontrol show job --json` dump (FILE, or - for "
-        "standard input) and write one job end record per finished job into the spool, for "
-        "the daemon to send. Running it twice on the same dump gives the same jobcompd-id "
-        "headers, so consumers can drop the repeats. Jobs that are not finished are skipped; "
-        "a job that cannot be read is reported by its position and skipped.",
-    )
-    _add_config_arg(p)
-    p.add_argument("file", metavar="FILE", help="the dump, or - to read standard input")
-    p.add_argument(
-        "--since",
-        type=_when_arg,
-        metavar="WHEN",
-        help="only jobs that ended at or after WHEN: YYYY-MM-DD[THH:MM[:SS]], local time "
-        "(like sacct -S), or UTC with a final Z",
-    )
-    p.add_argument(
-        "--until",
-        type=_when_arg,
-        metavar="WHEN",
-        help="only jobs that ended before WHEN (same format)",
-    )
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="write nothing; print each record that would be written on standard output",
-    )
-    p.set_defaults(func=cmd_backfill)

@@ -20,6 +20,7 @@ import os
 import select
 import signal
 import time
+from os import EX_CANTCREAT, EX_CONFIG, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE
 from pathlib import Path
 
 import structlog
@@ -45,12 +46,6 @@ from jobcompd.service.window import Window
 from jobcompd.spool.retirer import Retirer
 
 log = structlog.get_logger("jobcompd")
-
-EX_OK = 0
-EX_UNAVAILABLE = 69
-EX_CANTCREAT = 73
-EX_TEMPFAIL = 75
-EX_CONFIG = 78
 
 #: Records read, then produced, per loop pass: small enough that librdkafka sends one batch
 #: while the next is read, and that delivery reports keep being served during a burst.

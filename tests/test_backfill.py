@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import itertools
 import json
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from jobcompd import backfill as bf
+from jobcompd.cli import main as cli
 from jobcompd.records import EVENT_END, parse_record
 from jobcompd.spool import Spool, parse_name
 from tests.broker import wait_for
@@ -247,9 +247,7 @@ def write_config(root: Path, **params: str) -> Path:
 
 
 def command(argv: list[str], stdin: bytes = b"") -> tuple[int, bytes, str]:
-    parser = argparse.ArgumentParser(prog="jobcompd")
-    bf.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = cli.build_parser().parse_args(argv)
     out, err = io.BytesIO(), io.StringIO()
     fake_out = io.TextIOWrapper(out, write_through=True)
     fake_in = io.TextIOWrapper(io.BytesIO(stdin))

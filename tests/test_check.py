@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from jobcompd import config as configmod
-from jobcompd import preflight
+from jobcompd.cli import preflight
 from tests.support import ROOT
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="tests access as another user: root only")

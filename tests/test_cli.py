@@ -276,8 +276,8 @@ def test_consume_counts_must_be_positive():
 
 _IMPORTED_BY_RUN = """
 import sys
-from jobcompd import cli
-code = cli.main(["run", "-c", sys.argv[1]])
+from jobcompd.cli.main import main
+code = main(["run", "-c", sys.argv[1]])
 print(code, *sorted(m for m in sys.modules if m.startswith("jobcompd.")))
 """
 
@@ -290,7 +290,8 @@ def test_run_starts_without_the_other_commands_modules(tmp_path):
     code, *modules = res.stdout.split()
     assert code == "78", res.stderr  # no such configuration file
     assert "jobcompd.daemon" in modules
-    assert not {"jobcompd.backfill", "jobcompd.opscli", "jobcompd.schema_cmd",
-                "jobcompd.preflight", "jobcompd.brokercheck"} & set(modules)
+    assert not {"jobcompd.backfill", "jobcompd.cli.check", "jobcompd.cli.consume",
+                "jobcompd.cli.ops", "jobcompd.cli.schema", "jobcompd.cli.preflight",
+                "jobcompd.cli.brokercheck"} & set(modules)
     listed = jobcompd("--help").stdout
     assert all(command in listed for command in ("run", "backfill", "failed", "schema"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -13,7 +12,9 @@ import time
 
 import pytest
 
-from jobcompd import opscli, spool, status
+from jobcompd import spool, status
+from jobcompd.cli import main as cli
+from jobcompd.cli import ops as opscli
 from tests.broker import wait_for
 from tests.support import DATA, ROOT, DaemonUnderTest, read_env_fixture
 from tests.test_status import LockHolder, sample_status
@@ -21,9 +22,7 @@ from tests.test_status import LockHolder, sample_status
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     """Run one operator command in-process; (exit code, stdout, stderr)."""
-    parser = argparse.ArgumentParser(prog="jobcompd")
-    opscli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
+    args = cli.build_parser().parse_args(list(argv))
     code = args.func(args)
     out, err = capsys.readouterr()
     return code, out, err

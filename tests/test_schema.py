@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -12,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from jobcompd import schema_cmd
+from jobcompd.cli import main as cli
+from jobcompd.cli import schema as schema_cmd
 
 ROOT = Path(__file__).parent.parent
 CHECKED_IN = ROOT / "docs" / "message-schema.json"
@@ -21,9 +21,7 @@ REGENERATE = ".venv/bin/jobcompd schema > docs/message-schema.json"
 
 
 def run_schema_command(argv: list[str]) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="jobcompd")
-    schema_cmd.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = cli.build_parser().parse_args(argv)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = args.func(args)
@@ -32,7 +30,7 @@ def run_schema_command(argv: list[str]) -> tuple[int, str, str]:
 
 def test_checked_in_schema_is_up_to_date():
     assert CHECKED_IN.read_text(encoding="utf-8") == schema_cmd.schema_text(), (
-        f"{CHECKED_IN.relative_to(ROOT)} is out of date with the model in jobcompd/record.py; "
+        f"{CHECKED_IN.relative_to(ROOT)} is out of date with the model in jobcompd/records/; "
         f"regenerate it with: {REGENERATE}"
     )
 

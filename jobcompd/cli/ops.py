@@ -24,18 +24,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from jobcompd import config as configmod
+from jobcompd import records
 from jobcompd import spool as spoolmod
 from jobcompd import status as statusmod
 
-EX_OK = 0
-EX_NOT_RUNNING = 3  # systemctl status / LSB: program is not running
-EX_STATUS_UNKNOWN = 4  # LSB: program status is unknown
-EX_USAGE = 64
-EX_DATAERR = 65
-EX_NOINPUT = 66
-EX_IOERR = 74
-EX_NOPERM = 77
-EX_CONFIG = 78
+#: ``status``'s codes besides 0, systemctl's (LSB's): the program is not running, or its
+#: status is unknown.
+EX_NOT_RUNNING = 3
+EX_STATUS_UNKNOWN = 4
 
 #: The reasons jobcompd dead-letters a record for (besides ``kafka:<ERROR>``, the broker's
 #: refusal, and ``unknown``, a reason file that cannot be read).
@@ -46,88 +42,6 @@ REASONS = ("malformed", "bad_name", "symlink", "not_regular", "hardlink", "owner
 SHOW_MAX_BYTES = 64 * 1024
 #: A status file older than this many update intervals is called stale.
 STALE_INTERVALS = 3
-
-
-def register(subparsers: Any) -> None:
-    """Add ``status`` and ``failed`` to jobcompd's command line."""
-    from jobcompd.cli import HelpFormatter, _add_config_arg, exit_status
-
-    common = [(EX_NOINPUT, "SpoolDir/failed/ is missing (is SpoolDir right?)"),
-              (EX_IOERR, "reading or moving failed"),
-              (EX_NOPERM, "no permission: run as root or as the daemon's user (SlurmUser)"),
-              (EX_CONFIG, "bad configuration (give --spool-dir DIR to work without it)")]
-
-    p = subparsers.add_parser(
-        "status", help="show the daemon's state (backlog, in flight, counters, last error)",
-        description="Print the status file the daemon keeps in StateSaveLocation, and whether "
-        "the daemon runs. Exit status: 0 running, 3 not running or never ran, 4 cannot tell "
-        "(no access to /proc/locks nor to the process), 65 unreadable status file, 77 no "
-        "permission, 78 bad configuration.")
-    _add_config_arg(p)
-    p.add_argument("--json", action="store_true", help="print the status document as JSON, "
-                   "with the fields 'running' and 'running_pid' added")
-    p.add_argument("--state-dir", metavar="DIR", help="read DIR instead of the configured "
-                   "StateSaveLocation (works with a broken configuration file)")
-    p.set_defaults(func=cmd_status)
-
-    p = subparsers.add_parser(
-        "failed", help="list, show and retry dead letters (SpoolDir/failed/)",
-        description="Records jobcompd could not send sit in SpoolDir/failed/, each with a "
-        "<name>.reason file that says why. List them, show one, and move chosen ones back "
-        "into new/ once the cause is fixed.")
-    actions = p.add_subparsers(dest="failed_action", metavar="ACTION", required=True)
-
-    a = actions.add_parser("list", help="one line per dead letter: job, reason, time, message",
-                           description="List the dead letters, oldest first.",
-                           formatter_class=HelpFormatter, epilog=exit_status(
-                               (EX_OK, "listed (also when there are none)"),
-                               (EX_USAGE, "--reason names no reason jobcompd gives"),
-                               *common))
-    _add_failed_common(a, _add_config_arg)
-    a.add_argument("--reason", metavar="REASON", help="only those with this reason "
-                   "(malformed, too_large, timeout, kafka:..., ...)")
-    a.add_argument("--json", action="store_true", help="one JSON array of objects")
-    a.set_defaults(func=cmd_failed_list)
-
-    a = actions.add_parser("show", help="print dead letters whole: reason and record",
-                           description="Print each named dead letter: its reason file, the "
-                           "record in readable form, and what jobcompd would send for it now "
-                           "(or why it cannot).",
-                           formatter_class=HelpFormatter, epilog=exit_status(
-                               (EX_OK, "shown"),
-                               (EX_USAGE, "a path outside SpoolDir/failed/"),
-                               (EX_NOINPUT, "no such dead letter, or SpoolDir/failed/ missing"),
-                               *common[1:]))
-    _add_failed_common(a, _add_config_arg)
-    a.add_argument("names", nargs="+", metavar="NAME", help="dead letter file name (as "
-                   "listed), or its path in failed/")
-    a.set_defaults(func=cmd_failed_show)
-
-    a = actions.add_parser("retry", help="move dead letters back into new/ to be sent again",
-                           description="Move the chosen dead letters back into new/ under "
-                           "their own names (so they keep their place in time order) and "
-                           "remove their reason files; the daemon sends them again. Fix the "
-                           "cause first, or they come back.",
-                           formatter_class=HelpFormatter, epilog=exit_status(
-                               (EX_OK, "moved (also when none matched a known --reason)"),
-                               (EX_USAGE, "not exactly one of NAME..., --all, --reason; a "
-                                "--reason jobcompd never gives; a path outside failed/"),
-                               (EX_NOINPUT, "no such dead letter, or new/ already holds its "
-                                "name (the others are still moved)"),
-                               *common[1:]))
-    _add_failed_common(a, _add_config_arg)
-    a.add_argument("names", nargs="*", metavar="NAME", help="dead letter file names, or paths")
-    a.add_argument("--all", action="store_true", help="every dead letter")
-    a.add_argument("--reason", metavar="REASON", help="every dead letter with this reason")
-    a.add_argument("-n", "--dry-run", action="store_true",
-                   help="print what would be moved, move nothing")
-    a.set_defaults(func=cmd_failed_retry)
-
-
-def _add_failed_common(p: argparse.ArgumentParser, add_config_arg: Any) -> None:
-    add_config_arg(p)
-    p.add_argument("--spool-dir", metavar="DIR", help="use DIR instead of the configured "
-                   "SpoolDir (works with a broken configuration file)")
 
 
 def _err(message: str) -> None:
@@ -180,7 +94,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             state_dir = _load_config(args).state_dir
         except configmod.ConfigError as e:
             _err(f"{e}\n(give --state-dir DIR to read the status without the configuration)")
-            return EX_CONFIG
+            return os.EX_CONFIG
     try:
         doc = statusmod.read_status(state_dir)
     except statusmod.StatusMissing as e:
@@ -188,7 +102,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EX_NOT_RUNNING
     except statusmod.StatusError as e:
         _err(str(e))
-        return EX_NOPERM if "permission denied" in str(e) else EX_DATAERR
+        return os.EX_NOPERM if "permission denied" in str(e) else os.EX_DATAERR
     alive = statusmod.liveness(state_dir, doc["pid"])
     running = alive.running is True and doc.get("state") != "stopped"
     if args.json:
@@ -198,37 +112,68 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_status(doc, alive, sys.stdout)
     if alive.running is None:
         return EX_STATUS_UNKNOWN
-    return EX_OK if running else EX_NOT_RUNNING
+    return os.EX_OK if running else EX_NOT_RUNNING
 
 
 def print_status(doc: dict[str, Any], alive: statusmod.Liveness, out: TextIO,
                  now: float | None = None) -> None:
     """The human view of a status document."""
     now = time.time() if now is None else now
+    w = out.write
+    w(_running_line(doc, alive, now))
+    for label, value in _status_rows(doc, now):
+        w(f"  {label:<18} {value}\n")
+    cfg = doc.get("config") or {}
+    if cfg:
+        w("configuration in force:\n")
+        for key in ("path", "cluster_name", "job_comp_loc", "spool_dir", "state_dir",
+                    "log_target", "log_format", "metrics_listen", "metrics_textfile",
+                    "http_listen", "debug_flags", "spool_owners"):
+            if key in cfg and cfg[key] not in (None, [], ""):
+                w(f"  {key:<18} {_plain(cfg[key])}\n")
+        params = cfg.get("params") or {}
+        if params:
+            text = ", ".join(f"{k}={_plain(v)}" for k, v in params.items())
+            w(textwrap.fill(text, width=100, initial_indent="  JobCompParams      ",
+                            subsequent_indent=" " * 21, break_on_hyphens=False) + "\n")
+        for key, value in (cfg.get("kafka") or {}).items():
+            w(f"  kafka              {key}={value}\n")
+
+
+def _age(doc: dict[str, Any], now: float) -> float | None:
+    written = doc.get("written_at")
+    return now - written if isinstance(written, (int, float)) else None
+
+
+def _running_line(doc: dict[str, Any], alive: statusmod.Liveness, now: float) -> str:
+    """Whether the daemon runs, and whether this status document is its own and fresh."""
     pid = doc["pid"]
     written = doc.get("written_at")
-    age = now - written if isinstance(written, (int, float)) else None
+    age = _age(doc, now)
     interval = doc.get("update_interval_s") or statusmod.UPDATE_INTERVAL_S
-    w = out.write
     if alive.running and alive.pid == pid:
         uptime = now - doc["started_at"] if doc.get("started_at") else None
-        w(f"jobcompd is {doc.get('state', 'running')} (pid {pid}, up {_duration(uptime)}, "
-          f"since {_when(doc.get('started_at'))})\n")
+        line = (f"jobcompd is {doc.get('state', 'running')} (pid {pid}, up "
+                f"{_duration(uptime)}, since {_when(doc.get('started_at'))})\n")
         if age is not None and age > STALE_INTERVALS * interval:
-            w(f"warning: the status was last written {_duration(age)} ago (every "
-              f"{interval:g}s expected): the daemon's main loop may be stuck\n")
-    elif alive.running:
-        w(f"jobcompd runs (pid {alive.pid}), but this status was written by pid {pid}: it "
-          "has not written its own yet; shown below is the previous run's\n")
-    elif alive.running is None:
-        w(f"jobcompd may be running (pid {pid}); cannot tell: {alive.how}\n")
-    elif doc.get("state") == "stopped":
-        w(f"jobcompd is not running: pid {pid} stopped cleanly at {_when(written)} "
-          f"({_duration(age)} ago)\n")
-    else:
-        w(f"jobcompd is not running: the status file is stale; pid {pid} last wrote it at "
-          f"{_when(written)} ({_duration(age)} ago) and did not stop cleanly (killed or "
-          "crashed); see journalctl -u jobcompd\n")
+            line += (f"warning: the status was last written {_duration(age)} ago (every "
+                     f"{interval:g}s expected): the daemon's main loop may be stuck\n")
+        return line
+    if alive.running:
+        return (f"jobcompd runs (pid {alive.pid}), but this status was written by pid {pid}: "
+                "it has not written its own yet; shown below is the previous run's\n")
+    if alive.running is None:
+        return f"jobcompd may be running (pid {pid}); cannot tell: {alive.how}\n"
+    if doc.get("state") == "stopped":
+        return (f"jobcompd is not running: pid {pid} stopped cleanly at {_when(written)} "
+                f"({_duration(age)} ago)\n")
+    return (f"jobcompd is not running: the status file is stale; pid {pid} last wrote it at "
+            f"{_when(written)} ({_duration(age)} ago) and did not stop cleanly (killed or "
+            "crashed); see journalctl -u jobcompd\n")
+
+
+def _status_rows(doc: dict[str, Any], now: float) -> list[tuple[str, str]]:
+    """The label and value of each line about the work: backlog, counters, last error."""
     backlog = f"{doc.get('backlog', 0)}{'+' if doc.get('backlog_truncated') else ''}"
     oldest_at = doc.get("oldest_pending_at")
     oldest = (f"{_duration(max(0.0, now - oldest_at))} ago ({_when(oldest_at)})"
@@ -265,24 +210,9 @@ def print_status(doc: dict[str, Any], alive: statusmod.Liveness, out: TextIO,
         rows.append(("last error", (f"{_when(at)}: " if at else "") + str(error["message"])))
     else:
         rows.append(("last error", "none"))
-    rows.append(("status written", f"{_when(written)} ({_duration(age)} ago)"))
-    for label, value in rows:
-        w(f"  {label:<18} {value}\n")
-    cfg = doc.get("config") or {}
-    if cfg:
-        w("configuration in force:\n")
-        for key in ("path", "cluster_name", "job_comp_loc", "spool_dir", "state_dir",
-                    "log_target", "log_format", "metrics_listen", "metrics_textfile",
-                    "http_listen", "debug_flags", "spool_owners"):
-            if key in cfg and cfg[key] not in (None, [], ""):
-                w(f"  {key:<18} {_plain(cfg[key])}\n")
-        params = cfg.get("params") or {}
-        if params:
-            text = ", ".join(f"{k}={_plain(v)}" for k, v in params.items())
-            w(textwrap.fill(text, width=100, initial_indent="  JobCompParams      ",
-                            subsequent_indent=" " * 21, break_on_hyphens=False) + "\n")
-        for key, value in (cfg.get("kafka") or {}).items():
-            w(f"  kafka              {key}={value}\n")
+    rows.append(("status written", f"{_when(doc.get('written_at'))} "
+                                   f"({_duration(_age(doc, now))} ago)"))
+    return rows
 
 
 def _plain(value: Any) -> str:
@@ -315,12 +245,12 @@ def _entries(sp: spoolmod.Spool) -> list[tuple[str, dict]]:
 def _fail_os(e: OSError, what: str) -> int:
     if isinstance(e, PermissionError):
         _err(f"{what}: permission denied; run as root or as the daemon's user (SlurmUser)")
-        return EX_NOPERM
+        return os.EX_NOPERM
     if isinstance(e, FileNotFoundError):
         _err(f"{what}: {e.strerror}: {e.filename}; is SpoolDir right?")
-        return EX_NOINPUT
+        return os.EX_NOINPUT
     _err(f"{what}: {e.strerror or e}")
-    return EX_IOERR
+    return os.EX_IOERR
 
 
 def _describe(name: str, info: dict) -> dict[str, Any]:
@@ -346,7 +276,7 @@ def cmd_failed_list(args: argparse.Namespace) -> int:
         entries = _entries(sp)
     except configmod.ConfigError as e:
         _err(f"{e}\n(give --spool-dir DIR to work without the configuration)")
-        return EX_CONFIG
+        return os.EX_CONFIG
     except OSError as e:
         return _fail_os(e, f"cannot list {args.spool_dir or 'SpoolDir'}/failed")
     rows = [_describe(n, i) for n, i in entries]
@@ -354,15 +284,15 @@ def cmd_failed_list(args: argparse.Namespace) -> int:
         problem = _unknown_reason(args.reason, [r["reason"] for r in rows])
         if problem:
             _err(problem)
-            return EX_USAGE
+            return os.EX_USAGE
         rows = [r for r in rows if r["reason"] == args.reason]
     if args.json:
         print(json.dumps(rows, indent=1, ensure_ascii=False, default=str))
-        return EX_OK
+        return os.EX_OK
     if not rows:
         which = f" with reason {args.reason}" if args.reason else ""
         print(f"no dead letters{which} in {sp.failed}")
-        return EX_OK
+        return os.EX_OK
     width = max(len(r["name"]) for r in rows)
     print(f"{'NAME':<{width}}  {'JOB':>10}  {'EVENT':<5}  {'REASON':<18}  "
           f"{'DEAD-LETTERED':<25}  MESSAGE")
@@ -375,7 +305,7 @@ def cmd_failed_list(args: argparse.Namespace) -> int:
           + ", ".join(f"{k} {v}" for k, v in sorted(by_reason.items())) + ")")
     print("show one with 'jobcompd failed show NAME'; send them again, once the cause is "
           "fixed, with 'jobcompd failed retry NAME...|--reason REASON|--all'")
-    return EX_OK
+    return os.EX_OK
 
 
 def _unknown_reason(reason: str, present: list[str]) -> str | None:
@@ -426,10 +356,10 @@ def cmd_failed_show(args: argparse.Namespace) -> int:
         entries = dict(_entries(sp))
     except configmod.ConfigError as e:
         _err(f"{e}\n(give --spool-dir DIR to work without the configuration)")
-        return EX_CONFIG
+        return os.EX_CONFIG
     except OSError as e:
         return _fail_os(e, f"cannot list {args.spool_dir or 'SpoolDir'}/failed")
-    status = EX_OK
+    status = os.EX_OK
     for i, arg in enumerate(args.names):
         if i:
             print()
@@ -437,11 +367,11 @@ def cmd_failed_show(args: argparse.Namespace) -> int:
             name = _name_of(arg, sp)
         except spoolmod.SpoolError as e:
             _err(str(e))
-            status = status or EX_USAGE
+            status = status or os.EX_USAGE
             continue
         if name not in entries:
             _err(f"no dead letter {name!r} in {sp.failed}; 'jobcompd failed list' shows them")
-            status = status or EX_NOINPUT
+            status = status or os.EX_NOINPUT
             continue
         show_dead_letter(sp, name, entries[name], cfg, sys.stdout)
     return status
@@ -472,11 +402,9 @@ def show_dead_letter(sp: spoolmod.Spool, name: str, info: dict,
         w(f"  … ({len(data) - SHOW_MAX_BYTES} more bytes not shown)\n")
     if cfg is None or row["format"] is None:
         return
-    from jobcompd import records
-
     try:
         rec = records.parse_record(data, row["format"], cluster=cfg.cluster_name,
-                                  event_hint=row["event"])
+                                   event_hint=row["event"])
     except records.RecordError as e:
         w(f"sent now as   cannot be sent: {e}\n")
         return
@@ -537,13 +465,13 @@ def cmd_failed_retry(args: argparse.Namespace) -> int:
     if chosen != 1:
         _err("failed retry: name the dead letters, or give --all or --reason REASON "
              "(exactly one of these)")
-        return EX_USAGE
+        return os.EX_USAGE
     try:
         sp, cfg = _open_spool(args)
         entries = _entries(sp)
     except configmod.ConfigError as e:
         _err(f"{e}\n(give --spool-dir DIR to work without the configuration)")
-        return EX_CONFIG
+        return os.EX_CONFIG
     except OSError as e:
         return _fail_os(e, f"cannot list {args.spool_dir or 'SpoolDir'}/failed")
     if args.reason is not None:
@@ -551,8 +479,23 @@ def cmd_failed_retry(args: argparse.Namespace) -> int:
                                                 for _, info in entries])
         if problem:
             _err(problem)
-            return EX_USAGE
-    status = EX_OK
+            return os.EX_USAGE
+    names, status = _retry_names(args, sp, entries)
+    moved, moving = _move_back(args, sp, names)
+    status = status or moving
+    if not names and status == os.EX_OK:
+        which = f" with reason {args.reason}" if args.reason else ""
+        print(f"no dead letters{which} in {sp.failed}")
+    if moved and not args.dry_run:
+        print(f"{moved} record{'s' if moved != 1 else ''} moved back into {sp.new}; "
+              + _who_sends(cfg))
+    return status
+
+
+def _retry_names(args: argparse.Namespace, sp: spoolmod.Spool,
+                 entries: list[tuple[str, dict]]) -> tuple[list[str], int]:
+    """The dead letters ``failed retry`` was asked for, and EX_USAGE if a name was wrong."""
+    status = os.EX_OK
     names: list[str] = []
     if args.names:
         for arg in args.names:
@@ -560,16 +503,24 @@ def cmd_failed_retry(args: argparse.Namespace) -> int:
                 names.append(_name_of(arg, sp))
             except spoolmod.SpoolError as e:
                 _err(str(e))
-                status = status or EX_USAGE
-    else:
-        for name, info in entries:
-            if args.reason is not None and info.get("reason") != args.reason:
-                continue
-            if not os.path.lexists(sp.failed / name):
-                print(f"skipped {name}: only its reason file is left (the record vanished "
-                      f"before it was moved); remove {sp.failed / name}{spoolmod.REASON_SUFFIX}")
-                continue
-            names.append(name)
+                status = status or os.EX_USAGE
+        return names, status
+    for name, info in entries:
+        if args.reason is not None and info.get("reason") != args.reason:
+            continue
+        if not os.path.lexists(sp.failed / name):
+            print(f"skipped {name}: only its reason file is left (the record vanished "
+                  f"before it was moved); remove {sp.failed / name}{spoolmod.REASON_SUFFIX}")
+            continue
+        names.append(name)
+    return names, status
+
+
+def _move_back(args: argparse.Namespace, sp: spoolmod.Spool,
+               names: list[str]) -> tuple[int, int]:
+    """Move ``names`` back into new/ (or say so, with --dry-run): how many, and the status of
+    the first that failed."""
+    status = os.EX_OK
     moved = 0
     for name in names:
         if args.dry_run:
@@ -578,26 +529,20 @@ def cmd_failed_retry(args: argparse.Namespace) -> int:
                 moved += 1
             else:
                 _err(f"no dead letter {name!r} in {sp.failed}")
-                status = status or EX_NOINPUT
+                status = status or os.EX_NOINPUT
             continue
         try:
             sp.retry_failed(name)
         except spoolmod.SpoolError as e:
             _err(str(e))
-            status = status or EX_NOINPUT
+            status = status or os.EX_NOINPUT
             continue
         except OSError as e:
             status = status or _fail_os(e, f"cannot move {name} back into {sp.new}")
             continue
         print(f"moved {name} back into new/")
         moved += 1
-    if not names and status == EX_OK:
-        which = f" with reason {args.reason}" if args.reason else ""
-        print(f"no dead letters{which} in {sp.failed}")
-    if moved and not args.dry_run:
-        print(f"{moved} record{'s' if moved != 1 else ''} moved back into {sp.new}; "
-              + _who_sends(cfg))
-    return status
+    return moved, status
 
 
 def _who_sends(cfg: configmod.Config | None) -> str:

@@ -383,7 +383,26 @@ def _sandbox_fix(path: Path) -> str:
 def check(cfg: configmod.Config, account: Account, unit: UnitInfo | None) -> Report:
     """Everything ``run`` needs from the file system, as ``account``, in ``run``'s order."""
     report = Report(account, unit)
-    who = account.name
+    files, requests = _probes(cfg)
+    raw = probe_as(account, requests)
+    reads = {r["path"]: r for r, (kind, _) in zip(raw, requests, strict=True) if kind == "read"}
+    stats = {r["path"]: r for r, (kind, _) in zip(raw, requests, strict=True) if kind == "stat"}
+    # 1. The configuration files (run: exit 78 when one cannot be read).
+    _check_files(report, files, reads, stats)
+    # 2. StateSaveLocation (run: exit 73 when the lock cannot be made there).
+    _check_state(report, cfg, stats, unit)
+    # 3. SpoolDir/seg/ (run: exit 78 while it holds segment files).
+    _check_seg(report, cfg, raw[-1], stats)
+    # 4. SpoolDir and tmp/ new/ failed/ (run: exit 73 when it cannot make them).
+    _check_spool(report, cfg, stats, unit)
+    # 5. What run survives without, but should be fixed.
+    _check_others(report, cfg, stats, unit)
+    return report
+
+
+def _probes(cfg: configmod.Config) -> tuple[list[tuple[str, Path]], list[tuple[str, str]]]:
+    """The configuration files (subject, path), and what the test process is asked to try
+    as the user: read those files, stat them and every folder on the way, list seg/ (last)."""
     spool, state = cfg.spool_dir, cfg.state_dir
     subdirs = [spool / "tmp", spool / "new", spool / "failed"]
     files: list[tuple[str, Path]] = [("config file", cfg.path)]
@@ -402,12 +421,12 @@ def check(cfg: configmod.Config, account: Account, unit: UnitInfo | None) -> Rep
                                             + [lock, state_file, *extra])]
     requests = list(dict.fromkeys(requests))  # each once, in order
     requests.append(("list", str(spool / "seg")))
-    raw = probe_as(account, requests)
-    reads = {r["path"]: r for r, (kind, _) in zip(raw, requests, strict=True) if kind == "read"}
-    stats = {r["path"]: r for r, (kind, _) in zip(raw, requests, strict=True) if kind == "stat"}
-    seg = raw[-1]
+    return files, requests
 
-    # 1. The configuration files (run: exit 78 when one cannot be read).
+
+def _check_files(report: Report, files: list[tuple[str, Path]],
+                 reads: dict[str, dict[str, Any]], stats: dict[str, dict[str, Any]]) -> None:
+    account, who = report.account, report.account.name
     for subject, path in files:
         r = reads[str(path)]
         if r["error"] is None:
@@ -422,10 +441,10 @@ def check(cfg: configmod.Config, account: Account, unit: UnitInfo | None) -> Rep
             detail = f"{path}: {who} cannot read it: {r['error']}"
         report.add(FAIL, subject, detail, fix, os.EX_CONFIG)
 
-    # 2. StateSaveLocation (run: exit 73 when the lock cannot be made there).
-    _check_state(report, cfg, stats, unit)
 
-    # 3. SpoolDir/seg/ (run: exit 78 while it holds segment files).
+def _check_seg(report: Report, cfg: configmod.Config, seg: dict[str, Any],
+               stats: dict[str, dict[str, Any]]) -> None:
+    account, who, spool = report.account, report.account.name, cfg.spool_dir
     if seg["error"] is None and seg["count"]:
         shown = ", ".join(seg["names"][:10]) + (" ..." if seg["count"] > 10 else "")
         report.add(FAIL, "SpoolDir/seg", f"{spool / 'seg'} holds {seg['count']} segment "
@@ -438,10 +457,10 @@ def check(cfg: configmod.Config, account: Account, unit: UnitInfo | None) -> Rep
                    f"{seg['error']}", f"rm -r {spool / 'seg'} if it is empty, or chown "
                    f"{account.owner} {spool / 'seg'}", os.EX_CONFIG)
 
-    # 4. SpoolDir and tmp/ new/ failed/ (run: exit 73 when it cannot make them).
-    _check_spool(report, cfg, stats, unit)
 
-    # 5. What run survives without, but should be fixed.
+def _check_others(report: Report, cfg: configmod.Config, stats: dict[str, dict[str, Any]],
+                  unit: UnitInfo | None) -> None:
+    account, who = report.account, report.account.name
     if cfg.http_listen is not None and cfg.http_listen[1] < 1024 and account.uid != 0:
         report.add(FAIL, "HttpListen", f"port {cfg.http_listen[1]}: {who} cannot listen on a "
                    "port below 1024", "choose a port above 1023 (the default jobcomp/"
@@ -468,7 +487,6 @@ def check(cfg: configmod.Config, account: Account, unit: UnitInfo | None) -> Rep
             report.add(WARN, "SlurmUser", f"the hook writes the spool as SlurmUser {hook_user} "
                        f"({cfg.slurm_conf}), the daemon runs as {who}: they must be the same "
                        "user", f"systemctl edit jobcompd: [Service] User={hook_user}")
-    return report
 
 
 def _check_state(report: Report, cfg: configmod.Config, stats: dict[str, dict[str, Any]],
@@ -476,26 +494,7 @@ def _check_state(report: Report, cfg: configmod.Config, stats: dict[str, dict[st
     account, who, state = report.account, report.account.name, cfg.state_dir
     r = stats[str(state)]
     if r["error"] is not None:
-        made_by_systemd = (unit is not None and any(_under(state, d)
-                                                     for d in unit.state_directories)) or (
-            unit is None and state == configmod.DEFAULT_STATE_DIR)
-        if r.get("errno") == 2 and made_by_systemd:
-            report.add(WARN, "StateSaveLocation", f"{state}: does not exist yet; {UNIT} "
-                       "creates it at start (StateDirectory=jobcompd), a 'jobcompd run' by "
-                       "hand does not", _create_fix(account, [state], default=True))
-            return
-        if r.get("errno") == 2:
-            fix = _create_fix(account, [state], default=False)
-            if unit is None or not unit.writable(state):
-                fix += f"; under systemd also: {_sandbox_fix(state)}"
-            report.add(FAIL, "StateSaveLocation", f"{state}: does not exist (jobcompd keeps "
-                       "its lock and state file there and does not create it)", fix,
-                       os.EX_CANTCREAT)
-            return
-        blocked = _blocked_folder(account, str(state), stats)
-        fix = _enter_fix(account, blocked) if blocked else f"chown {account.owner} {state}"
-        report.add(FAIL, "StateSaveLocation", f"{state}: {who} cannot reach it: {r['error']}",
-                   fix, os.EX_CANTCREAT)
+        _state_unreachable(report, cfg, stats, unit)
         return
     if not stat.S_ISDIR(r["mode"]):
         report.add(FAIL, "StateSaveLocation", f"{state}: is not a folder",
@@ -538,6 +537,34 @@ def _check_state(report: Report, cfg: configmod.Config, stats: dict[str, dict[st
     report.add(OK, "StateSaveLocation", f"{state}: writable")
 
 
+def _state_unreachable(report: Report, cfg: configmod.Config,
+                       stats: dict[str, dict[str, Any]], unit: UnitInfo | None) -> None:
+    """StateSaveLocation cannot be looked at: missing (made by systemd or not), or behind a
+    folder the user cannot enter."""
+    account, who, state = report.account, report.account.name, cfg.state_dir
+    r = stats[str(state)]
+    made_by_systemd = (unit is not None and any(_under(state, d)
+                                                 for d in unit.state_directories)) or (
+        unit is None and state == configmod.DEFAULT_STATE_DIR)
+    if r.get("errno") == 2 and made_by_systemd:
+        report.add(WARN, "StateSaveLocation", f"{state}: does not exist yet; {UNIT} "
+                   "creates it at start (StateDirectory=jobcompd), a 'jobcompd run' by "
+                   "hand does not", _create_fix(account, [state], default=True))
+        return
+    if r.get("errno") == 2:
+        fix = _create_fix(account, [state], default=False)
+        if unit is None or not unit.writable(state):
+            fix += f"; under systemd also: {_sandbox_fix(state)}"
+        report.add(FAIL, "StateSaveLocation", f"{state}: does not exist (jobcompd keeps "
+                   "its lock and state file there and does not create it)", fix,
+                   os.EX_CANTCREAT)
+        return
+    blocked = _blocked_folder(account, str(state), stats)
+    fix = _enter_fix(account, blocked) if blocked else f"chown {account.owner} {state}"
+    report.add(FAIL, "StateSaveLocation", f"{state}: {who} cannot reach it: {r['error']}",
+               fix, os.EX_CANTCREAT)
+
+
 def _check_spool(report: Report, cfg: configmod.Config, stats: dict[str, dict[str, Any]],
                  unit: UnitInfo | None) -> None:
     account, who, spool = report.account, report.account.name, cfg.spool_dir
@@ -560,26 +587,7 @@ def _check_spool(report: Report, cfg: configmod.Config, stats: dict[str, dict[st
         report.add(FAIL, "SpoolDir", f"{spool}: {who} cannot reach it: {root['error']}", fix,
                    os.EX_CANTCREAT)
         return
-    bad: list[str] = []
-    chown: list[str] = []
-    for path in (spool, *subdirs):
-        r = stats[str(path)]
-        if r["error"] is not None:
-            bad.append(f"{path}: {who} cannot reach it: {r['error']}")
-            if r.get("errno") == 13:  # EACCES: behind the folder above, fixed with it
-                chown.append(str(path))
-            continue
-        if not stat.S_ISDIR(r["mode"]):
-            bad.append(f"{path}: not a folder")
-            continue
-        need_w = path != spool
-        if r["rofs"] and need_w:
-            bad.append(f"{path}: on a read-only file system")
-            continue
-        if not (r["r"] and r["x"] and (r["w"] or not need_w)):
-            bad.append(f"{path}: {who} cannot {'read and write' if need_w else 'read'} it "
-                       f"({_mode(r)} {_owner_of(r)})")
-            chown.append(str(path))
+    bad, chown = _spool_folder_problems(who, spool, subdirs, stats)
     if bad:
         fix = "choose a SpoolDir on a writable local file system"
         if chown:
@@ -611,6 +619,32 @@ def _check_spool(report: Report, cfg: configmod.Config, stats: dict[str, dict[st
                    "renames between them are not atomic",
                    "keep the three folders on one file system")
     report.add(OK, "SpoolDir", f"{spool}: tmp/ new/ failed/ writable")
+
+
+def _spool_folder_problems(who: str, spool: Path, subdirs: list[Path],
+                           stats: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """What is wrong with SpoolDir and its three folders, and which of them a chown fixes."""
+    bad: list[str] = []
+    chown: list[str] = []
+    for path in (spool, *subdirs):
+        r = stats[str(path)]
+        if r["error"] is not None:
+            bad.append(f"{path}: {who} cannot reach it: {r['error']}")
+            if r.get("errno") == 13:  # EACCES: behind the folder above, fixed with it
+                chown.append(str(path))
+            continue
+        if not stat.S_ISDIR(r["mode"]):
+            bad.append(f"{path}: not a folder")
+            continue
+        need_w = path != spool
+        if r["rofs"] and need_w:
+            bad.append(f"{path}: on a read-only file system")
+            continue
+        if not (r["r"] and r["x"] and (r["w"] or not need_w)):
+            bad.append(f"{path}: {who} cannot {'read and write' if need_w else 'read'} it "
+                       f"({_mode(r)} {_owner_of(r)})")
+            chown.append(str(path))
+    return bad, chown
 
 
 def _owner_has_rwx(path: str) -> bool:

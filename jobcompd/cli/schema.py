@@ -16,9 +16,10 @@ from typing import Any
 
 import msgspec
 
+from jobcompd import config as configmod
 from jobcompd.records import JobRecord
 
-__all__ = ["message_schema", "register", "schema_text"]
+__all__ = ["cmd_schema", "message_schema", "schema_text"]
 
 _DRAFT = "https://json-schema.org/draft/2020-12/schema"
 _TITLE = "Slurm jobcomp/kafka job record (as sent by jobcompd)"
@@ -58,8 +59,6 @@ def cmd_schema(args: argparse.Namespace) -> int:
     """Print the schema on stdout. It needs no configuration; a configuration named with -c
     is checked all the same, so that a wrong path or a broken file is not passed over."""
     if getattr(args, "config", None):
-        from jobcompd import config as configmod
-
         try:
             configmod.load(args.config)
         except configmod.ConfigError as e:
@@ -67,25 +66,6 @@ def cmd_schema(args: argparse.Namespace) -> int:
             return os.EX_CONFIG
     print(schema_text(), end="")
     return os.EX_OK
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``jobcompd schema`` to the command line."""
-    from jobcompd.cli import HelpFormatter, _add_config_arg, exit_status
-
-    p = subparsers.add_parser(
-        "schema",
-        help="print the JSON Schema of the messages jobcompd sends",
-        formatter_class=HelpFormatter,
-        description="Print the JSON Schema (draft 2020-12) of the job record jobcompd sends to "
-        "Kafka, with the Slurm version notes of each field. A copy is in "
-        "docs/message-schema.json. It needs no configuration; one given with -c is checked.",
-        epilog=exit_status((os.EX_OK, "printed"),
-                           (os.EX_CONFIG, "the configuration given with -c is invalid or "
-                            "unreadable (the message names the file, line and key)")),
-    )
-    _add_config_arg(p)
-    p.set_defaults(func=cmd_schema)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
+from jobcompd import config as configmod
+
 #: How long check and consume wait for a broker's first answer (README: "within 10 s").
 REACH_TIMEOUT_S = 10.0
 
@@ -30,6 +32,14 @@ _CONNECT = re.compile(r"^Connect to \S+ failed: (?P<why>.*)$")
 
 #: Errors that waiting does not cure: the verdict is given at once.
 _FINAL = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._AUTHENTICATION, KafkaError._SSL})
+
+
+def bootstrap(cfg: configmod.Config) -> tuple[str, str]:
+    """bootstrap.servers and where it is set (key, file and line), for messages."""
+    prop = configmod.last_property(cfg.kafka, "bootstrap.servers")
+    if prop is None:
+        return "", f"bootstrap.servers in {cfg.job_comp_loc}"
+    return prop.value, f"{prop.key}, {cfg.job_comp_loc}:{prop.line}"
 
 
 class QuietLog:
