@@ -388,7 +388,7 @@ class Daemon:
                 probe.append(self.supervisor.probe(self.producer))
             return probe[0]
 
-        requeue = self.config.params.requeue_on_msg_timeout
+        patience = self.config.params.dead_letter_after_s
         for rep in reports:
             if rep.generation != gen:
                 continue  # from a producer that was replaced: its message was sent again
@@ -396,8 +396,9 @@ class Daemon:
             if msg is None:
                 continue
             self.supervisor.progress()
-            outcome = outcomes.of_report(rep.error, broker_answers=broker_answers,
-                                         requeue_on_timeout=requeue)
+            outcome = outcomes.of_report(
+                rep.error, broker_answers=broker_answers,
+                waited_s=time.monotonic() - msg.first_produced_at, dead_letter_after_s=patience)
             self._carry_out(msg, rep, outcome)
 
     def _carry_out(self, msg: Message, rep: Report, outcome: outcomes.Outcome) -> None:

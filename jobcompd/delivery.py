@@ -48,6 +48,7 @@ class Message:
     attempts: int = 0
     generation: int = -1  # producer generation it was last produced on; -1 = not on a producer
     produced_at: float = 0.0  # monotonic
+    first_produced_at: float = 0.0  # monotonic, in this run; 0 = not produced yet
     retry_at: float = 0.0  # monotonic; 0 = not waiting for a retry
     state: str = ""  # where it stands in the window (service/window.py)
 
@@ -142,6 +143,8 @@ class Producer:
         )
         msg.generation = self.generation
         msg.produced_at = time.monotonic()
+        if not msg.first_produced_at:
+            msg.first_produced_at = msg.produced_at
 
     def _on_delivery(
         self, msg: Message, generation: int, err: KafkaError | None, kmsg: Any

@@ -37,7 +37,7 @@ def main() -> int:
         "# written by make run: a demo set-up under .run/\n"
         "ClusterName=demo\n"
         f"JobCompLoc={RUN / 'rdkafka.conf'}\n"
-        "JobCompParams=enable_job_start,requeue_on_msg_timeout\n"
+        "JobCompParams=enable_job_start\n"
         f"SpoolDir={RUN / 'spool'}\n"
         f"StateSaveLocation={RUN / 'state'}\n"
         "DebugFlags=JobComp\n"

@@ -75,7 +75,8 @@ def test_defaults(tmp_path: Path) -> None:
     p = cfg.params
     assert (p.flush_timeout_ms, p.poll_interval_s) == (500, 2)
     assert (p.topic, p.topic_job_start) == ("test", "test-job-start")
-    assert not (p.requeue_on_msg_timeout or p.enable_job_start or p.send_script or p.send_comment)
+    assert not (p.enable_job_start or p.send_script or p.send_comment)
+    assert p.dead_letter_after_s == 0  # a timed-out record waits for the broker
     assert (p.max_inflight, p.max_record_bytes) == (10000, 524288)
     assert (p.rescan_interval_s, p.stall_timeout_s, p.retry_backoff_max_s) == (30, 30, 60)
 
@@ -433,13 +434,12 @@ def test_params_every_option() -> None:
         "flush_timeout=-1, poll_interval=0, requeue_on_msg_timeout, topic=end.jobs,"
         "topic_job_start=start.jobs, enable_job_start, send_script, send_comment,"
         "max_inflight=5, max_record_bytes=2048, rescan_interval=7, stall_timeout=9,"
-        "retry_backoff_max=11"
+        "retry_backoff_max=11, dead_letter_after=3600"
     )
-    assert warnings == []
+    assert len(warnings) == 1 and "requeue_on_msg_timeout is accepted" in warnings[0]
     assert p == config.Params(
         flush_timeout_ms=-1,
         poll_interval_s=0,
-        requeue_on_msg_timeout=True,
         topic="end.jobs",
         topic_job_start="start.jobs",
         enable_job_start=True,
@@ -450,6 +450,7 @@ def test_params_every_option() -> None:
         rescan_interval_s=7.0,
         stall_timeout_s=9.0,
         retry_backoff_max_s=11.0,
+        dead_letter_after_s=3600.0,
     )
     assert isinstance(p.rescan_interval_s, float) and isinstance(p.max_inflight, int)
 

@@ -256,7 +256,7 @@ def test_a_record_the_daemon_may_not_open_waits_in_new_with_the_fix(tmp_path, br
 
 def test_broker_outage_piles_up_on_disk_and_everything_arrives_after(daemon, broker):
     """Broker paused (state kept) for longer than message.timeout.ms while records arrive."""
-    daemon.params.update(requeue_on_msg_timeout=None, max_inflight="50")
+    daemon.params.update(max_inflight="50")
     daemon.kafka["message.timeout.ms"] = "3000"
     daemon.write_config()
     daemon.start()
@@ -386,7 +386,7 @@ def test_restarted_broker_wedges_the_producer_and_the_daemon_rebuilds_it(tmp_pat
     port = free_port()
     tansu = Tansu(port=port).start()
     dut = DaemonUnderTest(root=tmp_path, bootstrap=tansu.bootstrap)
-    dut.params.update(stall_timeout="5", requeue_on_msg_timeout=None)
+    dut.params.update(stall_timeout="5")
     dut.kafka["message.timeout.ms"] = "60000"
     dut.write_config()
     try:

@@ -8,8 +8,8 @@ from confluent_kafka import KafkaError
 from jobcompd.service import outcomes
 
 
-def of(code: int | None, *, answers: bool = False, requeue: bool = False, fatal: bool = False,
-       retriable: bool = False) -> outcomes.Outcome:
+def of(code: int | None, *, answers: bool = False, waited: float = 0.0, after: float = 0.0,
+       fatal: bool = False, retriable: bool = False) -> outcomes.Outcome:
     asked: list[bool] = []
 
     def broker_answers() -> bool:
@@ -17,7 +17,8 @@ def of(code: int | None, *, answers: bool = False, requeue: bool = False, fatal:
         return answers
 
     err = None if code is None else KafkaError(code, fatal=fatal, retriable=retriable)
-    out = outcomes.of_report(err, broker_answers=broker_answers, requeue_on_timeout=requeue)
+    out = outcomes.of_report(err, broker_answers=broker_answers, waited_s=waited,
+                             dead_letter_after_s=after)
     if code != KafkaError._MSG_TIMED_OUT:
         assert not asked, "the broker is asked only about a timeout"
     return out
@@ -32,15 +33,17 @@ def test_a_timeout_while_the_broker_answers_means_a_wedged_producer():
     assert out.action == outcomes.REBUILD and out.maybe_arrived
 
 
-@pytest.mark.parametrize(("requeue", "action"), [(True, outcomes.RETRY),
-                                                  (False, outcomes.DEAD_LETTER)])
-def test_a_timeout_while_no_broker_answers(requeue, action):
-    out = of(KafkaError._MSG_TIMED_OUT, requeue=requeue)
-    assert out.action == action
+@pytest.mark.parametrize(("waited", "after", "action"), [
+    (86400 * 7, 0, outcomes.RETRY),  # the default: a week's outage is waited out
+    (59, 60, outcomes.RETRY),
+    (61, 60, outcomes.DEAD_LETTER),  # dead_letter_after=60, and it has waited longer
+])
+def test_a_timeout_while_no_broker_answers_waits_unless_dead_letter_after_passed(
+        waited, after, action):
+    out = of(KafkaError._MSG_TIMED_OUT, waited=waited, after=after)
+    assert out.action == action and out.maybe_arrived
     if action == outcomes.DEAD_LETTER:
         assert out.reason == "timeout"
-    else:
-        assert out.maybe_arrived
 
 
 @pytest.mark.parametrize("code", [KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT])

@@ -49,7 +49,6 @@ def test_secrets_never_reach_the_log_or_any_output(daemon: DaemonUnderTest):
     daemon.kafka.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
                          "sasl.username": "jobcompd", "debug": "all",
                          "message.timeout.ms": "3000"})
-    daemon.params["requeue_on_msg_timeout"] = None
     daemon.extra_conf["DebugFlags"] = "JobComp"
     metrics = daemon.root / "jobcompd.prom"
     daemon.extra_conf["MetricsTextfile"] = str(metrics)
@@ -230,7 +229,6 @@ def test_a_broker_it_cannot_verify_gets_nothing_and_the_records_stay(tmp_path, t
     dut = DaemonUnderTest(root=tmp_path / "jobcompd", bootstrap=bootstrap)
     dut.kafka.update({"security.protocol": "SSL", "ssl.ca.location": str(pki / "other-ca.pem"),
                       "message.timeout.ms": "3000"})
-    dut.params["requeue_on_msg_timeout"] = None
     dut.write_config()
     try:
         dut.start()

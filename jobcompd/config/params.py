@@ -20,7 +20,6 @@ class Params:
 
     flush_timeout_ms: int
     poll_interval_s: int
-    requeue_on_msg_timeout: bool
     topic: str
     topic_job_start: str
     enable_job_start: bool
@@ -31,6 +30,7 @@ class Params:
     rescan_interval_s: float
     stall_timeout_s: float
     retry_backoff_max_s: float
+    dead_letter_after_s: float
 
 
 Kind = Literal["number", "flag", "ignored", "topic"]
@@ -81,9 +81,9 @@ OPTIONS: tuple[Option, ...] = (
            "the longest the idle main loop sleeps; jobcompd serves delivery reports "
            "continuously", True,
            default=2, low=0, high=4294967295, unit="seconds", placeholder="s"),
-    Option("requeue_on_msg_timeout", "flag", "requeue_on_msg_timeout",
-           "a message that timed out while no broker answered is sent again after a backoff "
-           "instead of going to `failed/`", True, default=False),
+    Option("requeue_on_msg_timeout", "ignored", None,
+           "accepted and ignored, with a warning: a record that timed out always stays in "
+           "`new/` and is sent again (see `dead_letter_after`)", True),
     Option("send_script", "flag", "send_script",
            "include the batch script (the `script` field) when the source carries it", True,
            default=False),
@@ -110,6 +110,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("retry_backoff_max", "number", "retry_backoff_max_s",
            "longest wait before sending a failed record again", False,
            default=60, low=1, high=3600, unit="seconds", placeholder="s", real=True),
+    Option("dead_letter_after", "number", "dead_letter_after_s",
+           "a record that times out again more than this long after it was first sent goes "
+           "to `failed/` as `timeout`; 0 (the default): never, it waits in `new/` for the "
+           "broker however long the outage", False,
+           default=0, low=0, high=31536000, unit="seconds", placeholder="s", real=True),
 )
 OPTION_BY_NAME = {o.name: o for o in OPTIONS}
 _NAMES = tuple(OPTION_BY_NAME)

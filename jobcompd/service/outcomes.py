@@ -38,20 +38,23 @@ _HOLD = Outcome(HOLD)
 
 
 def of_report(err: KafkaError | None, *, broker_answers: Callable[[], bool],
-              requeue_on_timeout: bool) -> Outcome:
+              waited_s: float = 0.0, dead_letter_after_s: float = 0.0) -> Outcome:
     """The outcome of a delivery report whose error is ``err`` (None: delivered).
 
     ``broker_answers`` is asked only for a timeout, since asking costs a metadata request: a
     record that timed out while a broker answers means the producer is wedged (an idempotent
-    producer whose broker forgot its state does this), not that the broker is away.
+    producer whose broker forgot its state does this), not that the broker is away. A record
+    that timed out while no broker answers waits for it, however long, unless the operator
+    set ``dead_letter_after`` (``dead_letter_after_s``, 0: never) and the record has waited
+    longer than that since it was first sent (``waited_s``).
     """
     if err is None:
         return _DELIVERED
     if is_timeout(err):
         if broker_answers():
             return Outcome(REBUILD, "messages time out while the broker answers", True)
-        if not requeue_on_timeout:
-            return Outcome(DEAD_LETTER, "timeout")
+        if dead_letter_after_s and waited_s > dead_letter_after_s:
+            return Outcome(DEAD_LETTER, "timeout", True)
         return Outcome(RETRY, maybe_arrived=True)
     if is_purge(err):
         return _HOLD

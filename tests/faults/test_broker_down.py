@@ -2,8 +2,10 @@
 
 Two kinds of outage: a broker that hangs (SIGSTOP: connections stay open, nothing answers) and
 one that is gone (killed: connections refused) and comes back as a new process on the same port.
-The backlog waits on disk, memory stays bounded, and with requeue_on_msg_timeout nothing is
-dead-lettered.
+The backlog waits on disk, memory stays bounded, and with the defaults nothing is
+dead-lettered: a record librdkafka gave up on stays in new/ and is sent again (an outage of
+three message timeouts here; ten minutes in ``make soak``). With ``dead_letter_after`` a record
+that waited longer goes to failed/ as ``timeout``.
 """
 
 from __future__ import annotations
@@ -24,14 +26,13 @@ pytestmark = [pytest.mark.broker, pytest.mark.faults]
 #: The stated bound on the daemon's resident memory during an outage (the spool holds the
 #: backlog; only the in-flight window is in memory).
 RSS_BOUND_MIB = 150
-MESSAGE_TIMEOUT_MS = 3000
+MESSAGE_TIMEOUT_MS = 2000
 
 
 @pytest.mark.parametrize("outage", ["hung", "gone"])
 def test_broker_down_longer_than_message_timeout(dut, own_broker, outage):
-    down_s = scaled(8, 180)
-    dut.params.update(requeue_on_msg_timeout=None, max_inflight="200", retry_backoff_max="2",
-                      stall_timeout="5")
+    down_s = scaled(3 * MESSAGE_TIMEOUT_MS // 1000, 600)
+    dut.params.update(max_inflight="200", retry_backoff_max="2", stall_timeout="5")
     dut.kafka["message.timeout.ms"] = str(MESSAGE_TIMEOUT_MS)
     dut.write_config()
     dut.start()
@@ -99,7 +100,7 @@ def test_an_unreachable_broker_logs_each_error_once_a_minute(dut, own_broker):
     """Refused connections and timed-out records repeat every second or so; the journal gets
     one line per distinct error (by source and code, not by text) per minute, no line per
     record, one line when the broker is lost and one when it answers again."""
-    dut.params.update(requeue_on_msg_timeout=None, retry_backoff_max="1")
+    dut.params.update(retry_backoff_max="1")
     dut.kafka["message.timeout.ms"] = "1000"
     dut.write_config()
     own_broker.stop()
@@ -125,4 +126,25 @@ def test_an_unreachable_broker_logs_each_error_once_a_minute(dut, own_broker):
     assert held > 0, back
     t = tally("outage_log_volume", sent, got, dut, log_lines=len(dut.log_lines()))
     assert t.lost == 0 and t.dead_lettered == 0
+    assert dut.stop() == 0
+
+
+def test_dead_letter_after_moves_records_that_waited_longer_to_failed(dut, own_broker):
+    """The operator's own limit: a record that times out again more than dead_letter_after
+    after it was first sent goes to failed/ as timeout (and back with failed retry)."""
+    dut.params.update(dead_letter_after="3", retry_backoff_max="1")
+    dut.kafka["message.timeout.ms"] = "1000"
+    dut.write_config()
+    own_broker.stop()
+    dut.start()
+    sent = [5_100_000 + i for i in range(5)]
+    for job_id in sent:
+        drop(dut.spool, job_id)
+    wait_for(lambda: len(dut.failed_files()) == 2 * len(sent), 60, interval=0.2,
+             what="every record dead-lettered as timeout")
+    for name in dut.failed_files():
+        if name.endswith(".reason"):
+            info = json.loads((dut.spool / "failed" / name).read_text())
+            assert info["reason"] == "timeout" and info["attempts"] >= 1, info
+    assert dut.new_files() == []
     assert dut.stop() == 0

@@ -23,7 +23,7 @@ STALL_TIMEOUT_S = 5
 
 
 def test_broker_restart_mid_stream(dut, own_broker):
-    dut.params.update(stall_timeout=str(STALL_TIMEOUT_S), requeue_on_msg_timeout=None)
+    dut.params.update(stall_timeout=str(STALL_TIMEOUT_S))
     dut.kafka["message.timeout.ms"] = "60000"  # far beyond the stall timeout
     dut.write_config()
     dut.start()
@@ -82,7 +82,7 @@ def test_connections_cut_by_a_proxy(tmp_path):
     proxy.target_port = tansu.port
     proxy.start()
     dut = DaemonUnderTest(root=tmp_path / "jobcompd", bootstrap=f"127.0.0.1:{proxy.port}")
-    dut.params.update(stall_timeout=str(STALL_TIMEOUT_S), requeue_on_msg_timeout=None)
+    dut.params.update(stall_timeout=str(STALL_TIMEOUT_S))
     dut.write_config()
     cuts = scaled(10, 100)
     try:

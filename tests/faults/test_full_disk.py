@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.faults]
 
 
 def test_full_spool(dut, own_broker, tmp_path):
-    dut.params.update(rescan_interval="1", requeue_on_msg_timeout=None)
+    dut.params.update(rescan_interval="1")
     dut.write_config()
     with small_filesystem(dut.spool, "2m"):
         dut.start()
