@@ -73,27 +73,27 @@ def parse_record(
     ``script`` and ``comment`` keys are left out, as Slurm 25.05+ (script) and 26.05+
     (comment) do, also from records passed through.
     """
+    # Each member takes a byte at least (an entry its NUL, a key its colon): a record of few
+    # bytes needs no count, and one of few NULs or colons no closer count.
     if fmt == "env":
-        _refuse_over_cap(data.count(b"\0"), "entries")
+        if len(data) > MAX_RECORD_MEMBERS and data.count(b"\0") > MAX_RECORD_MEMBERS:
+            raise _too_many("entries")
         return env_record(data, cluster, send_comment=send_comment)
     if fmt == "json":
-        # Every member has a colon: a record with few colons needs no closer count.
-        if data.count(b":") > MAX_RECORD_MEMBERS:
-            _refuse_over_cap(
-                scanner.count_members(data, MAX_RECORD_MEMBERS + 1), "top-level keys"
-            )
+        if (len(data) > MAX_RECORD_MEMBERS and data.count(b":") > MAX_RECORD_MEMBERS
+                and scanner.count_members(data, MAX_RECORD_MEMBERS + 1) > MAX_RECORD_MEMBERS):
+            raise _too_many("top-level keys")
         return _json_record(
             data, cluster, event_hint, send_script=send_script, send_comment=send_comment
         )
     raise RecordError(f"record format {fmt!r}: expected 'env' or 'json'")
 
 
-def _refuse_over_cap(members: int, what: str) -> None:
-    if members > MAX_RECORD_MEMBERS:
-        raise TooManyKeys(
-            f"more than {MAX_RECORD_MEMBERS} {what}: a record has at most "
-            f"{MAX_RECORD_MEMBERS} (Slurm's have fewer than 200); refused unread"
-        )
+def _too_many(what: str) -> TooManyKeys:
+    return TooManyKeys(
+        f"more than {MAX_RECORD_MEMBERS} {what}: a record has at most {MAX_RECORD_MEMBERS} "
+        "(Slurm's have fewer than 200); refused unread"
+    )
 
 
 def _json_record(
