@@ -26,7 +26,7 @@ from bench import workload
 from bench.harness import Context, Row, broker, median, remove_tree, settle, spread
 from jobcompd import config as configmod
 from jobcompd import records
-from jobcompd.delivery import SCHEMA_VERSION
+from jobcompd.service.producer import SCHEMA_VERSION
 from tests.support import DaemonUnderTest
 
 NAME = "ceilings"

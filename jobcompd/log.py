@@ -34,7 +34,7 @@ import structlog
 from structlog.processors import CallsiteParameter
 from systemd import journal
 
-from jobcompd.throttle import LogThrottle, broker_of
+from jobcompd.service.throttle import LogThrottle, broker_of
 
 
 def _render_job_event(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:

@@ -112,7 +112,7 @@ def test_something_that_is_no_dump_is_reported():
 
 @pytest.mark.parametrize("data", [b'{"jobs":[}', b'{"jobs":[1,}', b'{"jobs":[{"job_id":5}}'])
 def test_a_stray_bracket_in_the_jobs_ends_them(data: bytes):
-    """Reading stops at a '}' where a job should start, once: it used to report the same
+    """Reading stops at a '}' where a job should start, once: walking on would find the same
     nothing there for ever."""
     items = list(itertools.islice(bf.read_jobs(data)[1], 10))
     assert len(items) < 10

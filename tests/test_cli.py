@@ -289,7 +289,7 @@ def test_run_starts_without_the_other_commands_modules(tmp_path):
                          capture_output=True, text=True, timeout=60)
     code, *modules = res.stdout.split()
     assert code == "78", res.stderr  # no such configuration file
-    assert "jobcompd.daemon" in modules
+    assert "jobcompd.service.daemon" in modules
     assert not {"jobcompd.backfill", "jobcompd.cli.check", "jobcompd.cli.consume",
                 "jobcompd.cli.ops", "jobcompd.cli.schema", "jobcompd.cli.preflight",
                 "jobcompd.cli.brokercheck"} & set(modules)

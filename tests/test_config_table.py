@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from jobcompd import config, status
+from jobcompd import config
 from jobcompd.config import KEYS, OPTIONS, Config, Params, docs, load, parse_params
 from jobcompd.config.keys import Context
+from jobcompd.service import statusfile as status
 
 KAFKA_OK = "bootstrap.servers=127.0.0.1:9092\n"
 

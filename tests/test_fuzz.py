@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobcompd import config, records, spool, state
+from jobcompd import config, records, spool
+from jobcompd.service import statefile as state
 
 DATA = Path(__file__).parent / "data" / "records"
 ENV_FIXTURES = sorted(DATA.glob("*.env"))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from jobcompd.httpintake import HttpIntake, HttpIntakeError
+from jobcompd.service.httpintake import HttpIntake, HttpIntakeError
 from jobcompd.spool import Spool, parse_name
 from tests.broker import free_port, wait_for
 from tests.support import DATA, DaemonUnderTest

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobcompd import metrics as metricsmod
-from jobcompd.metrics import Metrics, MetricsError, parse_librdkafka_stats
+from jobcompd.service import metrics as metricsmod
+from jobcompd.service.metrics import Metrics, MetricsError, parse_librdkafka_stats
 from tests.broker import free_port, wait_for
 from tests.support import DATA, DaemonUnderTest, read_env_fixture
 

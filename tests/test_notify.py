@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jobcompd import notify
+from jobcompd.service import notify
 from tests.broker import wait_for
 from tests.support import DATA, DaemonUnderTest, read_env_fixture
 

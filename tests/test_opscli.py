@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from jobcompd import spool, status
+from jobcompd import spool
 from jobcompd.cli import main as cli
 from jobcompd.cli import ops as opscli
+from jobcompd.service import statusfile as status
 from tests.broker import wait_for
 from tests.support import DATA, ROOT, DaemonUnderTest, read_env_fixture
 from tests.test_status import LockHolder, sample_status

@@ -41,7 +41,7 @@ from typing import Any
 
 import pytest
 
-from jobcompd.httpintake import HttpIntake
+from jobcompd.service.httpintake import HttpIntake
 from jobcompd.spool import Spool
 from tests.broker import free_port
 from tests.slurm import chroot

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from jobcompd import config, status
+from jobcompd import config
+from jobcompd.service import statusfile as status
 from tests.support import ROOT, DaemonUnderTest
 
 
@@ -115,7 +116,7 @@ class LockHolder:
     """Another process holding the instance lock, as a running daemon does."""
 
     def __init__(self, state_dir: Path, argv0: str = "python") -> None:
-        code = ("import sys; from pathlib import Path; from jobcompd.state import InstanceLock;"
+        code = ("import sys; from pathlib import Path; from jobcompd.service.statefile import InstanceLock;"
                 f"l = InstanceLock(Path({str(state_dir)!r})); l.acquire();"
                 "print('locked', flush=True); sys.stdin.read()")
         self.proc = subprocess.Popen([sys.executable, "-c", code, argv0], cwd=ROOT,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobcompd.throttle import LogThrottle, broker_of
+from jobcompd.service.throttle import LogThrottle, broker_of
 
 
 class Clock:

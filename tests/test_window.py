@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobcompd.delivery import Message, Report
+from jobcompd.service.producer import Message, Report
 from jobcompd.service.window import BACKING_OFF, HELD, QUEUED, SENT, Window
 
 

@@ -1,6 +1,6 @@
 """Operator commands: ``jobcompd status`` and ``jobcompd failed list|show|retry``.
 
-``status`` prints the daemon's status file (status.py) and tells whether the daemon runs, with
+``status`` prints the daemon's status file (service/statusfile.py) and tells whether the daemon runs, with
 systemctl's (LSB's) exit codes: 0 running, 3 not running (or never ran), 4 unknown.
 ``failed`` works on the dead letters in ``SpoolDir/failed/``: lists them with their reasons,
 shows one whole, and moves chosen ones back into ``new/``, where the running daemon picks them
@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from jobcompd import config as configmod
 from jobcompd import records
 from jobcompd import spool as spoolmod
-from jobcompd import status as statusmod
+from jobcompd.service import statusfile as statusmod
 
 #: ``status``'s codes besides 0, systemctl's (LSB's): the program is not running, or its
 #: status is unknown.

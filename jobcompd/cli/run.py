@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from jobcompd import config as configmod
-from jobcompd import daemon
+from jobcompd.service import daemon
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import structlog
 
 from jobcompd import records, spool
 from jobcompd.config import Config
-from jobcompd.delivery import Message
+from jobcompd.service.producer import Message
 from jobcompd.service.telemetry import Telemetry
 from jobcompd.service.window import Window
 from jobcompd.spool.retirer import Retirer

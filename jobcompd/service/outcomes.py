@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from confluent_kafka import KafkaError
 
-from jobcompd.delivery import PERMANENT, PRODUCER, classify, is_purge, is_timeout
+from jobcompd.service.producer import PERMANENT, PRODUCER, classify, is_purge, is_timeout
 
 DELIVERED = "delivered"
 #: The producer is at fault (wedged, fenced, fatal): send the record again on a new one.

@@ -21,8 +21,8 @@ from collections.abc import Callable
 import structlog
 from confluent_kafka import KafkaError
 
-from jobcompd.delivery import Producer
-from jobcompd.throttle import LogThrottle, broker_of
+from jobcompd.service.producer import Producer
+from jobcompd.service.throttle import LogThrottle, broker_of
 
 log = structlog.get_logger("jobcompd")
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import structlog
 
-from jobcompd import metrics as metricsmod
-from jobcompd import notify
-from jobcompd import status as statusmod
 from jobcompd.config import Config
+from jobcompd.service import metrics as metricsmod
+from jobcompd.service import notify
+from jobcompd.service import statusfile as statusmod
 
 log = structlog.get_logger("jobcompd")
 

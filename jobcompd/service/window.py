@@ -20,7 +20,7 @@ import heapq
 from collections import deque
 from collections.abc import Iterator
 
-from jobcompd.delivery import Message, Report
+from jobcompd.service.producer import Message, Report
 
 QUEUED = "queued"
 SENT = "sent"

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from jobcompd import status
+from jobcompd.service import statusfile as status
 from tests.broker import wait_for
 from tests.faults.common import Stream, assert_alive, drain, drop, scaled, tally
 from tests.support import rss_kib

@@ -24,12 +24,12 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException
 
 from jobcompd.log import KafkaLogAdapter
-from jobcompd.throttle import LogThrottle
+from jobcompd.service.throttle import LogThrottle
 
 #: Value of the ``schema`` header: the version of the payload format (Slurm's jobcomp JSON).
 SCHEMA_VERSION = b"1"
 
-log = structlog.get_logger("jobcompd.delivery")
+log = structlog.get_logger("jobcompd.producer")
 
 
 @dataclass(slots=True, eq=False)

@@ -28,18 +28,18 @@ from confluent_kafka import KafkaError, KafkaException
 
 from jobcompd import config as configmod
 from jobcompd import log as logmod
-from jobcompd import metrics as metricsmod
-from jobcompd import notify, records, spool, state
+from jobcompd import records, spool
 from jobcompd.config import Config, ConfigError
-from jobcompd.delivery import (
+from jobcompd.service import metrics as metricsmod
+from jobcompd.service import notify, outcomes, reload, statefile
+from jobcompd.service.httpintake import HttpIntake, HttpIntakeError
+from jobcompd.service.intake import Carryover, DeadLetters, Intake
+from jobcompd.service.producer import (
     Message,
     Producer,
     Report,
     is_timeout,
 )
-from jobcompd.httpintake import HttpIntake, HttpIntakeError
-from jobcompd.service import outcomes, reload
-from jobcompd.service.intake import Carryover, DeadLetters, Intake
 from jobcompd.service.supervisor import Supervisor
 from jobcompd.service.telemetry import TICK_S, Snapshot, Telemetry
 from jobcompd.service.window import Window
@@ -76,7 +76,7 @@ class Daemon:
             max_record_bytes=config.params.max_record_bytes,
             allowed_uids=reload.spool_owners(config),
         )
-        self.lock = state.InstanceLock(config.state_dir)
+        self.lock = statefile.InstanceLock(config.state_dir)
         #: every unacknowledged record: queued, sent, backing off.
         self.window = Window()
         self.producer: Producer | None = None
@@ -105,7 +105,7 @@ class Daemon:
     def run(self) -> int:
         try:
             self.lock.acquire()
-        except state.LockError as e:
+        except statefile.LockError as e:
             log.error("already_running", error=str(e))
             return EX_TEMPFAIL
         except OSError as e:
@@ -196,9 +196,9 @@ class Daemon:
 
     def _load_state(self) -> None:
         try:
-            saved = state.load(self.config.state_dir)
-        except state.StateError as e:
-            moved = state.move_aside(self.config.state_dir)
+            saved = statefile.load(self.config.state_dir)
+        except statefile.StateError as e:
+            moved = statefile.move_aside(self.config.state_dir)
             log.error(
                 "state_file_unusable",
                 error=str(e),
@@ -221,7 +221,7 @@ class Daemon:
 
     def _save_state(self, *, clean: bool, pending: list[str] | None = None,
                     in_flight: list[str] | None = None) -> None:
-        st = state.State(
+        st = statefile.State(
             clean=clean,
             pending=pending or [],
             in_flight=in_flight or [],
@@ -229,7 +229,7 @@ class Daemon:
             counters=dict(self.telemetry.counters),
         )
         try:
-            state.save(self.config.state_dir, st)
+            statefile.save(self.config.state_dir, st)
         except OSError as e:
             log.error("state_save_failed", path=str(self.config.state_dir), error=str(e))
 

@@ -6,7 +6,7 @@ backlog, oldest pending record, in flight, broker state, counters, last error, a
 configuration in force with every secret redacted. JSON, so scripts can read it too.
 
 Whether the daemon still runs is not taken from the file (a killed daemon cannot update it)
-but from the instance lock the daemon holds in the same folder (state.py): the kernel lists the
+but from the instance lock the daemon holds in the same folder (statefile.py): the kernel lists the
 holder of an flock in /proc/locks, without anyone having to touch the lock.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobcompd import __version__
-from jobcompd.state import LOCK_FILE
+from jobcompd.service.statefile import LOCK_FILE
 
 if TYPE_CHECKING:
     from jobcompd.config import Config
