@@ -116,7 +116,8 @@ class LockHolder:
     """Another process holding the instance lock, as a running daemon does."""
 
     def __init__(self, state_dir: Path, argv0: str = "python") -> None:
-        code = ("import sys; from pathlib import Path; from jobcompd.service.statefile import InstanceLock;"
+        code = ("import sys; from pathlib import Path;"
+                "from jobcompd.service.statefile import InstanceLock;"
                 f"l = InstanceLock(Path({str(state_dir)!r})); l.acquire();"
                 "print('locked', flush=True); sys.stdin.read()")
         self.proc = subprocess.Popen([sys.executable, "-c", code, argv0], cwd=ROOT,

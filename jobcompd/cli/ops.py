@@ -1,7 +1,8 @@
 """Operator commands: ``jobcompd status`` and ``jobcompd failed list|show|retry``.
 
-``status`` prints the daemon's status file (service/statusfile.py) and tells whether the daemon runs, with
-systemctl's (LSB's) exit codes: 0 running, 3 not running (or never ran), 4 unknown.
+``status`` prints the daemon's status file (service/statusfile.py) and tells whether the
+daemon runs, with systemctl's (LSB's) exit codes: 0 running, 3 not running (or never ran),
+4 unknown.
 ``failed`` works on the dead letters in ``SpoolDir/failed/``: lists them with their reasons,
 shows one whole, and moves chosen ones back into ``new/``, where the running daemon picks them
 up (Spool's ``failed_entries()``/``retry_failed()`` do the file work). Other exit codes follow
