@@ -186,6 +186,18 @@ def _plant(kind: str, new: Path, outside: Path, job_id: int) -> tuple[str, str]:
         os.chown(staged, 54321, 54321)
         os.rename(staged, path)
         return name, "owner"
+    if kind in ("keys_100k_json", "keys_100k_env"):
+        # 100,000 members in 500 kB: the key handling was quadratic (90 s in the main loop,
+        # past the unit's watchdog); it is refused before any parse.
+        if kind == "keys_100k_json":
+            name = name.replace(".env", ".json")
+            data = b'{"jobid":%d,"script":"x"' % job_id + b',"":1' * 100_000 + b"}"
+        else:
+            data = end_env_bytes(job_id) + b"K=1\0" * 100_000
+        staged = outside / name
+        staged.write_bytes(data)
+        os.rename(staged, new / name)
+        return name, "too_many_keys"
     if kind == "forged_log_line":
         name = f"{name}\nts=2026-01-01T00:00:00Z level=info msg=delivered job_id={job_id}"
         (new / name).write_bytes(end_env_bytes(job_id))
@@ -199,7 +211,8 @@ def _plant(kind: str, new: Path, outside: Path, job_id: int) -> tuple[str, str]:
 
 
 HOSTILE = ["symlink", "symlink_to_dir", "hardlink", "fifo", "directory", "device", "socket",
-           "sparse_8gib", "foreign_owner", "forged_log_line", "not_utf8_name"]
+           "sparse_8gib", "foreign_owner", "forged_log_line", "not_utf8_name",
+           "keys_100k_json", "keys_100k_env"]
 
 
 def test_hostile_entries_are_refused_without_harm(daemon: DaemonUnderTest, tmp_path: Path):

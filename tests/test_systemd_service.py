@@ -284,6 +284,28 @@ def test_a_frozen_main_loop_is_killed_by_the_watchdog_and_restarted(box: Box):
     assert keys_of(consume(box.bootstrap, topic, len(ids))) == expect_keys(ids)
 
 
+def test_a_poison_record_under_the_watchdog_is_dead_lettered_and_nothing_restarts(box: Box):
+    """100,000 top-level keys in 500 kB, written as the Slurm user: refused before any parse
+    as too_many_keys, within the watchdog's time, while the records around it go on."""
+    topic = new_topic()
+    pid = box.restart(topic)
+    restarts = box.show("NRestarts")["NRestarts"]
+    before, after = job_ids(1), job_ids(1)
+    box.hook(*before)
+    poison = "1000000000000000001.99.end.json"
+    body = '{"jobid":99,"script":"x"' + ',"":1' * 100_000 + "}"
+    box.c.run(f"setpriv --reuid=slurm --regid=slurm --init-groups sh -c "
+              f"'umask 077; cat > {SPOOL}/tmp/{poison} && mv {SPOOL}/tmp/{poison} "
+              f"{SPOOL}/new/{poison}'", input=body)
+    box.hook(*after)
+    assert keys_of(consume(box.bootstrap, topic, 2)) == expect_keys(before + after)
+    wait_for(lambda: poison in box.spool("failed"), 30, what="the poison record in failed/")
+    reason = json.loads(box.c.run(f"cat {SPOOL}/failed/{poison}.reason").stdout)
+    assert reason["reason"] == "too_many_keys"
+    state = box.show("ActiveState", "MainPID", "NRestarts")
+    assert state == {"ActiveState": "active", "MainPID": pid, "NRestarts": restarts}
+
+
 def test_exit_78_is_not_restarted(box: Box):
     box.restart(new_topic())
     restarts = box.show("NRestarts")["NRestarts"]

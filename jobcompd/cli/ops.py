@@ -34,10 +34,6 @@ from jobcompd.service import statusfile as statusmod
 EX_NOT_RUNNING = 3
 EX_STATUS_UNKNOWN = 4
 
-#: The reasons jobcompd dead-letters a record for (besides ``kafka:<ERROR>``, the broker's
-#: refusal, and ``unknown``, a reason file that cannot be read).
-REASONS = ("malformed", "bad_name", "symlink", "not_regular", "hardlink", "owner",
-           "too_large", "unreadable", "timeout")
 
 #: How much of a dead letter ``failed show`` prints.
 SHOW_MAX_BYTES = 64 * 1024
@@ -312,12 +308,12 @@ def cmd_failed_list(args: argparse.Namespace) -> int:
 def _unknown_reason(reason: str, present: list[str]) -> str | None:
     """Why ``--reason REASON`` selects nothing by construction (a typo), or None when it is a
     reason jobcompd gives or one the dead letters in failed/ carry."""
-    if reason in REASONS or reason in present or (
+    if reason in spoolmod.REASONS or reason in present or (
         reason.startswith("kafka:") and len(reason) > len("kafka:")
     ) or reason == "unknown":
         return None
-    known = [*REASONS, "kafka:<ERROR>"]
-    close = difflib.get_close_matches(reason, [*REASONS, *present], n=1)
+    known = [*spoolmod.REASONS, "kafka:<ERROR>"]
+    close = difflib.get_close_matches(reason, [*spoolmod.REASONS, *present], n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
     here = Counter(present)
     now = (", ".join(f"{k} {v}" for k, v in sorted(here.items())) if here else "none")

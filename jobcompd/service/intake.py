@@ -189,23 +189,24 @@ class Intake:
             self.unreadable.forget(name)
         return name, meta, data
 
-    def _parse(self, meta: spool.SpoolName, data: bytes) -> records.Record | str:
-        """The record, or the reason it is not one, with the configuration in force."""
+    def _parse(self, meta: spool.SpoolName, data: bytes
+               ) -> records.Record | records.RecordError:
+        """The record, or why it is not one, with the configuration in force."""
         cfg = self.config
         try:
             return records.parse_record(
                 data, meta.fmt, cluster=cfg.cluster_name, event_hint=meta.event,
                 send_script=cfg.params.send_script, send_comment=cfg.params.send_comment)
         except records.RecordError as e:
-            return str(e)
+            return e
 
     def _message(self, name: str, meta: spool.SpoolName,
-                 parsed: records.Record | str) -> Message | None:
-        """The Message of a parsed record; dead-letter what did not parse, retire what needs
-        no sending."""
+                 parsed: records.Record | records.RecordError) -> Message | None:
+        """The Message of a parsed record; dead-letter what did not parse (under the
+        error's reason code: malformed, too_many_keys), retire what needs no sending."""
         cfg = self.config
-        if isinstance(parsed, str):
-            self._dead_letters.put(name, "malformed", f"{self.spool.new / name}: {parsed}",
+        if isinstance(parsed, records.RecordError):
+            self._dead_letters.put(name, parsed.reason, f"{self.spool.new / name}: {parsed}",
                                    meta.job_id)
             return None
         trace = cfg.debug_jobcomp

@@ -47,6 +47,7 @@ from prometheus_client.metrics_core import (
 )
 
 from jobcompd import __version__
+from jobcompd.spool.deadletters import REASONS
 
 log = structlog.get_logger("jobcompd.metrics")
 
@@ -55,8 +56,7 @@ log = structlog.get_logger("jobcompd.metrics")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                    300.0, 900.0, 3600.0, 14400.0, 86400.0)
 #: Dead-letter reasons exported from the start (at 0), so that ``increase()`` sees the first one.
-KNOWN_DEAD_LETTER_REASONS = ("malformed", "bad_name", "symlink", "not_regular", "hardlink",
-                             "owner", "too_large", "unreadable", "timeout")
+KNOWN_DEAD_LETTER_REASONS = REASONS
 #: Mode of the textfile: metrics are not secret, and node_exporter runs as another user.
 TEXTFILE_MODE = 0o644
 

@@ -13,7 +13,7 @@ The daemon's three are imported by name (``jobcompd.spool.watch``...): a writer 
 ``jobcompd backfill`` needs only the names and the Spool class.
 """
 
-from jobcompd.spool.deadletters import REASON_SUFFIX
+from jobcompd.spool.deadletters import REASON_SUFFIX, REASONS
 from jobcompd.spool.durable import DIR_MODE, FILE_MODE
 from jobcompd.spool.errors import RejectedFile, SpoolError, Unreadable
 from jobcompd.spool.files import Spool
@@ -25,6 +25,7 @@ __all__ = [
     "FILE_MODE",
     "FORMATS",
     "MAX_JOB_ID",
+    "REASONS",
     "REASON_SUFFIX",
     "RejectedFile",
     "Spool",

@@ -20,6 +20,10 @@ from jobcompd.spool.errors import SpoolError
 from jobcompd.spool.names import check_entry_name
 
 REASON_SUFFIX = ".reason"
+#: The reasons jobcompd dead-letters a record for, besides ``kafka:<ERROR>`` (the broker's
+#: refusal): what the spool refuses, what records refuse, and ``timeout`` (dead_letter_after).
+REASONS = ("malformed", "too_many_keys", "bad_name", "symlink", "not_regular", "hardlink",
+           "owner", "too_large", "unreadable", "timeout")
 _MAX_REASON_BYTES = 1 << 20
 
 
