@@ -257,7 +257,7 @@ def test_one_jobs_journey_is_one_journalctl_away(daemon: DaemonUnderTest, journa
     assert delivered["KAFKA_PARTITION"] == str(received.partition)
     assert delivered["KAFKA_OFFSET"] == str(received.offset)
     assert delivered["MESSAGE"].startswith(f"delivered job_id={job_id} event=job_end ")
-    assert delivered["CODE_FILE"].endswith("daemon.py")
+    assert delivered["CODE_FILE"].endswith("service/delivery.py")
     assert delivered["CODE_FUNC"] == "_delivered"
     assert delivered["FILE"].split(".")[1] == str(job_id)
     # Nothing went to stderr: the journal has it all.

@@ -24,21 +24,19 @@ from os import EX_CANTCREAT, EX_CONFIG, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE
 from pathlib import Path
 
 import structlog
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaException
 
 from jobcompd import config as configmod
 from jobcompd import log as logmod
-from jobcompd import records, spool
+from jobcompd import spool
 from jobcompd.config import Config, ConfigError
 from jobcompd.service import metrics as metricsmod
-from jobcompd.service import notify, outcomes, reload, statefile
+from jobcompd.service import notify, reload, statefile
+from jobcompd.service.delivery import Delivery
 from jobcompd.service.httpintake import HttpIntake, HttpIntakeError
 from jobcompd.service.intake import Carryover, DeadLetters, Intake
 from jobcompd.service.producer import (
-    Message,
     Producer,
-    Report,
-    is_timeout,
 )
 from jobcompd.service.supervisor import Supervisor
 from jobcompd.service.telemetry import TICK_S, Snapshot, Telemetry
@@ -56,8 +54,6 @@ FILL_BATCH = 256
 #: before it is read (bench/latency.py), and a quiet outage need not spin at that rate.
 BUSY_POLL_S = 0.005
 ARRIVING_POLL_S = 0.001
-#: First retry delay after a timed-out delivery; doubles up to retry_backoff_max.
-RETRY_BACKOFF_MIN_S = 1.0
 #: A file older than this in tmp/ was left by a killed hook (Maildir's rule: 36 hours).
 TMP_MAX_AGE_S = 36 * 3600
 #: How often the node_exporter textfile and the dead-letter count are refreshed.
@@ -79,8 +75,8 @@ class Daemon:
         self.lock = statefile.InstanceLock(config.state_dir)
         #: every unacknowledged record: queued, sent, backing off.
         self.window = Window()
-        self.producer: Producer | None = None
-        self._linger_s = 0.0
+        #: the producing side, made at start (its producer needs the configuration checked)
+        self.delivery: Delivery | None = None
         self.http: HttpIntake | None = None
         self._stopping = False
         self._reload_requested = False
@@ -150,9 +146,11 @@ class Daemon:
         self._load_state()
         self._save_state(clean=False)
         self._start_http(cfg)
-        self._linger_s = linger_s(producer_config(cfg))
-        self.producer = Producer(producer_config(cfg), stats=self.metrics.librdkafka_stats,
-                                 throttle=self.supervisor.throttle)
+        producer = Producer(producer_config(cfg), stats=self.metrics.librdkafka_stats,
+                            throttle=self.supervisor.throttle)
+        self.delivery = Delivery(cfg, producer, window=self.window, supervisor=self.supervisor,
+                                 telemetry=self.telemetry, metrics=self.metrics,
+                                 retirer=self.retirer, dead_letters=self.dead_letters)
         self._serve_metrics(cfg)
         self._install_signals()
         self.retirer.start()
@@ -250,12 +248,6 @@ class Daemon:
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"w")
 
-    @property
-    def _trace(self) -> bool:
-        """DebugFlags=JobComp: log every record's journey. Checked before building the event,
-        since even a filtered structlog call costs more than the rest of a record's work."""
-        return self.config.debug_jobcomp
-
     # -- the main loop --------------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -268,13 +260,14 @@ class Daemon:
             self.intake.take_events()
             if self.intake.rescan_due(now):
                 self.intake.rescan(now)
-            self._produce_queued(now)
+            delivery = self.delivery
+            assert delivery is not None
+            delivery.produce_queued(now)
             self._fill_window()
-            assert self.producer is not None
-            busy = self.producer.outstanding() > 0
-            self._handle_reports(self.producer.poll(self._busy_poll_s(now) if busy else 0))
+            busy = delivery.producer.outstanding() > 0
+            delivery.handle_reports(delivery.producer.poll(self._busy_poll_s(now) if busy else 0))
             now = time.monotonic()
-            self._check_producer(now)
+            delivery.check_producer(now)
             self.watchdog.maybe_ping(now)
             if now >= self._next_tick:
                 self._tick(now)
@@ -325,191 +318,8 @@ class Daemon:
             self.window.admit(msg)
             self.telemetry.ingested()
         if batch:
-            self._produce_queued()
-
-    # -- producing ------------------------------------------------------------------------
-
-    def _topic_for(self, event: str) -> str:
-        p = self.config.params
-        return p.topic_job_start if event == records.EVENT_START else p.topic
-
-    def _send(self, msg: Message) -> bool:
-        """Produce one message; False when librdkafka's queue is full or the producer must be
-        replaced (the message is first in line again)."""
-        assert self.producer is not None
-        msg.topic = self._topic_for(msg.event)
-        if self.producer.outstanding() == 0:
-            self.supervisor.progress()
-        try:
-            self.producer.produce(msg)
-        except BufferError:
-            self.window.put_back(msg)
-            return False
-        except KafkaException as e:
-            err: KafkaError = e.args[0]
-            outcome = outcomes.of_produce_error(err)
-            if outcome.action == outcomes.REBUILD:
-                self.window.put_back(msg)
-                self.supervisor.want_rebuild(outcome.reason)
-                return False
-            if outcome.action == outcomes.DEAD_LETTER:
-                self._dead_letter_msg(msg, outcome.reason, err.str())
-            else:
-                self._retry_later(msg, err)
-            return True
-        self.window.sent(msg)
-        msg.attempts += 1
-        if self._trace:
-            log.debug("produced", job_id=msg.job_id, job_event=msg.event, file=msg.name,
-                      topic=msg.topic, attempt=msg.attempts)
-        return True
-
-    def _produce_queued(self, now: float | None = None) -> None:
-        """Produce the queued records in order (after releasing the backoffs due by ``now``),
-        until librdkafka has no room."""
-        if now is not None:
-            self.window.release_due(now)
-        while (msg := self.window.next_queued()) is not None:
-            if not self._send(msg):
-                return
-
-    # -- delivery reports -----------------------------------------------------------------
-
-    def _handle_reports(self, reports: list[Report]) -> None:
-        if not reports:
-            return
-        assert self.producer is not None
-        gen = self.producer.generation
-        probe: list[bool] = []
-
-        def broker_answers() -> bool:
-            if not probe:  # one metadata request per batch of reports, and only if asked
-                assert self.producer is not None
-                probe.append(self.supervisor.probe(self.producer))
-            return probe[0]
-
-        patience = self.config.params.dead_letter_after_s
-        for rep in reports:
-            if rep.generation != gen:
-                continue  # from a producer that was replaced: its message was sent again
-            msg = self.window.current(rep)
-            if msg is None:
-                continue
-            self.supervisor.progress()
-            outcome = outcomes.of_report(
-                rep.error, broker_answers=broker_answers,
-                waited_s=time.monotonic() - msg.first_produced_at, dead_letter_after_s=patience)
-            self._carry_out(msg, rep, outcome)
-
-    def _carry_out(self, msg: Message, rep: Report, outcome: outcomes.Outcome) -> None:
-        """Act on a delivery report's outcome for its record."""
-        action, err = outcome.action, rep.error
-        if action == outcomes.DELIVERED:
-            self._delivered(msg, rep)
-            return
-        if action == outcomes.HOLD:
-            self.window.hold(msg)  # only during shutdown: stays in the spool
-            return
-        assert err is not None
-        if not is_timeout(err):
-            self.telemetry.note_error(err.str())
-        if outcome.maybe_arrived:
-            msg.redelivery = True
-        if action == outcomes.REBUILD:
-            self.window.requeue(msg)
-            self.supervisor.want_rebuild(outcome.reason)
-        elif action == outcomes.DEAD_LETTER:
-            self._dead_letter_msg(msg, outcome.reason, err.str())
-        else:
-            self._retry_later(msg, err)
-
-    def _delivered(self, msg: Message, rep: Report) -> None:
-        self.window.remove(msg)
-        self.retirer.retire(msg.name)
-        if self.supervisor.broker_up is not True:
-            self.supervisor.set_broker_up(True)
-        self.telemetry.delivered(msg.arrived_ns)
-        if self._trace:
-            log.debug("delivered", job_id=msg.job_id, job_event=msg.event, file=msg.name,
-                      topic=msg.topic, partition=rep.partition, offset=rep.offset,
-                      attempts=msg.attempts)
-
-    def _retry_later(self, msg: Message, err: KafkaError) -> None:
-        """Send again after a backoff that doubles with each attempt."""
-        delay = min(
-            self.config.params.retry_backoff_max_s,
-            RETRY_BACKOFF_MIN_S * 2 ** min(msg.attempts - 1, 16),
-        )
-        self.window.back_off(msg, time.monotonic() + delay)
-        self.telemetry.retried()
-        if self._trace:
-            log.debug("delivery_retry", job_id=msg.job_id, job_event=msg.event, file=msg.name,
-                      error=err.str(), retry_in=round(delay, 1), attempts=msg.attempts)
-        held = self.supervisor.throttle.admit(("delivery_retry", err.name()))
-        if held is not None:
-            log.warning("deliveries_retrying", error=err.str(), code=err.name(),
-                        retry_in=round(delay, 1), **({"repeated": held} if held else {}),
-                        detail="the records stay in new/ and are sent again; "
-                        "DebugFlags=JobComp logs each one")
-
-    def _dead_letter_msg(self, msg: Message, reason: str, message: str) -> None:
-        self.window.remove(msg)
-        self.dead_letters.put(msg.name, reason, message, msg.job_id, attempts=msg.attempts,
-                              job_event=msg.event)
-
-    # -- producer health ------------------------------------------------------------------
-
-    def _check_producer(self, now: float) -> None:
-        assert self.producer is not None
-        reason = self.supervisor.check(self.producer,
-                                       oldest_sent_at=self.window.oldest_sent_at,
-                                       stall_timeout_s=self.config.params.stall_timeout_s,
-                                       linger_s=self._linger_s, now=now)
-        if reason is not None:
-            self._rebuild(reason)
-
-    def _rebuild(self, reason: str, conf: dict[str, str] | None = None, *,
-                 intended: bool = False) -> bool:
-        """Replace the producer and queue every unacknowledged record to be sent again.
-
-        ``intended``: asked for by the operator (a reload with new librdkafka properties), so
-        logged at info and not counted with the rebuilds that mean trouble (the churn alert).
-        """
-        assert self.producer is not None
-        old_gen = self.producer.generation
-        try:
-            reports = self.producer.rebuild(conf)
-        except KafkaException as e:
-            log.error("producer_rebuild_failed", reason=reason, error=str(e))
-            return False
-        if not intended:
-            self.telemetry.rebuilt()
-        self.metrics.forget_librdkafka_stats()
-        unsent = self._settle(reports, old_gen)
-        resend = self.window.sent_on(old_gen)
-        for msg in resend:
-            if msg.name not in unsent:
-                msg.redelivery = True  # it was on the wire: it may have arrived
-        self.window.resend_first(resend)
-        self.supervisor.rebuilt()
-        (log.info if intended else log.warning)(
-            "producer_rebuilt", reason=reason, resent=len(resend),
-            generation=self.producer.generation)
-        return True
-
-    def _settle(self, reports: list[Report], generation: int) -> set[str]:
-        """Act on what a purged producer reported: a delivery still counts. Returns the names
-        purged from librdkafka's queue before they were ever sent (so not possibly delivered)."""
-        unsent: set[str] = set()
-        for rep in reports:
-            msg = self.window.current(rep) if rep.generation == generation else None
-            if msg is None:
-                continue
-            if rep.error is None:
-                self._delivered(msg, rep)
-            elif rep.error.code() == KafkaError._PURGE_QUEUE:
-                unsent.add(msg.name)
-        return unsent
+            assert self.delivery is not None
+            self.delivery.produce_queued()
 
     # -- reload ---------------------------------------------------------------------------
 
@@ -534,7 +344,8 @@ class Daemon:
             return
         todo = reload.plan(loaded, old)
         new = todo.config
-        if todo.kafka and not self._rebuild(
+        assert self.delivery is not None
+        if todo.kafka and not self.delivery.rebuild(
             "librdkafka properties changed", producer_config(new), intended=True
         ):
             self.telemetry.reloaded(False)
@@ -542,7 +353,7 @@ class Daemon:
                       detail="the running configuration is kept")
             return
         self.config = self.intake.config = new
-        self._linger_s = linger_s(producer_config(new))
+        self.delivery.config = new
         self._note_restart_needed(todo.restart_needed, old)
         logmod.configure(debug=new.debug_jobcomp, log_format=new.log_format,
                          target=new.log_target)
@@ -592,19 +403,11 @@ class Daemon:
         if self.http is not None:
             self.http.stop()  # what it accepted is in the spool; Slurm retries the rest
         self.intake.watcher.stop()
-        if self.producer is None:
+        if self.delivery is None:
             return
-        gen = self.producer.generation
-        flush_ms = self.config.params.flush_timeout_ms
-        reports = self.producer.shutdown(flush_ms)
-        purged_queue = self._settle(reports, gen)
-        pending, in_flight = [], []
-        sent = {m.name for m in self.window.sent_on(gen)} - purged_queue
-        for msg in self.window:
-            (in_flight if msg.name in sent else pending).append(msg.name)
-        self.producer.abandon()
+        pending, in_flight = self.delivery.shut_down()
         self.retirer.stop()
-        self._save_state(clean=True, pending=sorted(pending), in_flight=sorted(in_flight))
+        self._save_state(clean=True, pending=pending, in_flight=in_flight)
         self._phase = "stopped"
         self._tick(time.monotonic(), force=True)
         self.metrics.close()
@@ -656,16 +459,6 @@ class Daemon:
             unreadable=len(self.intake.unreadable), restart_needed=self.restart_needed,
             config=self.config,
         ), textfile=slow)
-
-
-def linger_s(conf: dict[str, str]) -> float:
-    """How long librdkafka holds a record before sending it (linger.ms, alias
-    queue.buffering.max.ms; librdkafka's default 5 ms)."""
-    value = conf.get("linger.ms", conf.get("queue.buffering.max.ms", "5"))
-    try:
-        return float(value) / 1000.0
-    except ValueError:
-        return 0.005
 
 
 def producer_config(cfg: Config) -> dict[str, str]:

@@ -98,6 +98,11 @@ class Producer:
         self._conf = dict(conf)
         self._p = self._build(self._conf)
 
+    @property
+    def conf(self) -> dict[str, str]:
+        """The properties the current producer was built with."""
+        return dict(self._conf)
+
     # -- building -------------------------------------------------------------------------
 
     def _build(self, conf: dict[str, str]) -> confluent_kafka.Producer:
