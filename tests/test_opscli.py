@@ -282,7 +282,7 @@ def test_an_unknown_reason_is_a_usage_error_not_an_empty_result(capsys, installa
                          "-c", str(installation.conf))
     assert (code, out) == (64, "")
     assert err.startswith("jobcompd: --reason timout: no such reason; did you mean timeout? "
-                          "(reasons: malformed, bad_name,")
+                          "(reasons: malformed, too_many_keys, bad_name,")
     assert "in failed/ now: timeout 1" in err
     assert installation.failed_files() == sorted([t, t + ".reason"])
     code, out, err = run(capsys, "failed", "list", "--reason", "bogus",

@@ -31,7 +31,7 @@ from jobcompd import log as logmod
 from jobcompd import spool
 from jobcompd.config import Config, ConfigError
 from jobcompd.service import metrics as metricsmod
-from jobcompd.service import notify, reload, statefile
+from jobcompd.service import notify, reload, standby, statefile
 from jobcompd.service.delivery import Delivery
 from jobcompd.service.httpintake import HttpIntake, HttpIntakeError
 from jobcompd.service.intake import Carryover, DeadLetters, Intake
@@ -39,7 +39,8 @@ from jobcompd.service.producer import (
     Producer,
 )
 from jobcompd.service.supervisor import Supervisor
-from jobcompd.service.telemetry import TICK_S, Snapshot, Telemetry
+from jobcompd.service.spoollock import SpoolLock, SpoolLockLost, identity
+from jobcompd.service.telemetry import TICK_S, Role, Snapshot, Telemetry
 from jobcompd.service.window import Window
 from jobcompd.spool.retirer import Retirer
 
@@ -73,6 +74,11 @@ class Daemon:
             allowed_uids=reload.spool_owners(config),
         )
         self.lock = statefile.InstanceLock(config.state_dir)
+        self.spool_lock = SpoolLock(config.spool_dir)
+        #: this daemon's hold on the spool: None until it holds the lock, then how long it
+        #: waited for it and who held it before (Standby=yes).
+        self.role: Role | None = None
+        self._exit_code = EX_OK
         #: every unacknowledged record: queued, sent, backing off.
         self.window = Window()
         #: the producing side, made at start (its producer needs the configuration checked)
@@ -111,19 +117,26 @@ class Daemon:
                       "(the unit's StateDirectory= makes /var/lib/jobcompd); jobcompd check "
                       "names the fix")
             return EX_CANTCREAT
+        code = self._hold_spool()
+        if code is None:
+            code = self._run_holding()
+        if self.http is not None:
+            self.http.stop()
+        self.spool_lock.release()
+        self.lock.release()
+        return code
+
+    def _run_holding(self) -> int:
+        """Start and run while this daemon holds the spool lock; the exit code."""
         try:
             self.spool.refuse_segments()
         except spool.SpoolError as e:
             log.error("start_failed", error=str(e))
-            self.lock.release()
             return EX_CONFIG
         try:
             self._start()
         except (OSError, spool.SpoolError, KafkaException, HttpIntakeError) as e:
             log.error("start_failed", error=str(e))
-            if self.http is not None:
-                self.http.stop()
-            self.lock.release()
             if isinstance(e, HttpIntakeError):
                 return EX_UNAVAILABLE
             return EX_CONFIG if isinstance(e, KafkaException) else EX_CANTCREAT
@@ -131,8 +144,62 @@ class Daemon:
             self._loop()
         finally:
             self._shutdown()
-            self.lock.release()
-        return EX_OK
+        return self._exit_code
+
+    def _hold_spool(self) -> int | None:
+        """Take the spool lock, or with Standby=yes wait for it as the standby. None once it
+        is held; else the exit code (75: held by another daemon, 0: stopped while waiting)."""
+        cfg, lock = self.config, self.spool_lock
+        try:
+            mount = standby.check_mount(cfg.spool_dir, cfg.standby)
+            self.intake.idle_rescan_s = standby.shared_rescan(cfg, mount)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(cfg.spool_dir, 0o750)
+            if lock.try_acquire():
+                self.role = Role(active=True, holder=identity())
+                return None
+            if not cfg.standby:
+                log.error("already_running", error=f"another jobcompd ({lock.holder()}) "
+                          f"already runs on SpoolDir {cfg.spool_dir} (it holds {lock.path}); "
+                          "stop it first, or set Standby=yes to wait as its standby")
+                return EX_TEMPFAIL
+            return self._stand_by()
+        except standby.SpoolNotShareable as e:
+            log.error("start_failed", error=str(e))
+            return EX_CONFIG
+        except OSError as e:
+            log.error("start_failed", error=f"cannot lock the spool: {e.strerror}: "
+                      f"{e.filename or lock.path}", detail="SpoolDir must be writable by "
+                      "jobcompd's user, who keeps its lock file .jobcompd.lock there")
+            return EX_CANTCREAT
+
+    def _stand_by(self) -> int | None:
+        """Wait as the standby (READY=1, STATUS=standby) until the lock is this daemon's."""
+        self._phase = "standby"
+        self._install_signals()
+        self._serve_metrics(self.config)
+        wait = standby.Standby(self.spool_lock, standby.Hooks(
+            stopping=lambda: self._stopping, pause=self._wait, ping=self.watchdog.maybe_ping,
+            publish=self._publish_standby))
+        self._publish_standby(Role(active=False, holder=wait.holder))
+        notify.ready(self.telemetry.status_text)
+        waited = wait.wait()
+        if waited is None:
+            self._phase = "stopped"
+            self._publish_standby(Role(active=False, holder=wait.holder))
+            self.metrics.close()
+            log.info("stopped", standby=True)
+            return EX_OK
+        self.role = Role(active=True, holder=identity(), waited_s=waited)
+        self._phase = "starting"
+        self._took_over_from = wait.holder
+        return None
+
+    def _publish_standby(self, role: Role) -> None:
+        self.telemetry.publish(Snapshot(
+            phase=self._phase, backlog=0, backlog_truncated=False, in_flight=0,
+            oldest_pending_ns=None, broker_up=None, dead_letters=None, unreadable=0,
+            restart_needed=self.restart_needed, config=self.config, role=role))
 
     def _start(self) -> None:
         cfg = self.config
@@ -416,45 +483,18 @@ class Daemon:
 
     # -- status: STATUS=, the status file, the gauges ---------------------------------
 
-    def _oldest_pending_ns(self) -> int | None:
-        """Spool time stamp of the oldest record not yet acknowledged (window or queue)."""
-        oldest = self.window.oldest_arrived_ns()
-        head = self.intake.queue.peek()
-        if head is not None:
-            with contextlib.suppress(ValueError):
-                ns = int(head.split(".", 1)[0])
-                oldest = ns if oldest is None else min(oldest, ns)
-        return oldest
-
-    def _count_dead_letters(self) -> int | None:
-        """Records waiting in failed/ for an operator (their .reason files not counted)."""
-        try:
-            with os.scandir(self.spool.failed) as it:
-                return sum(1 for e in it if not e.name.endswith(spool.REASON_SUFFIX))
-        except OSError:
-            return None
-
-    def _remind_unreadable(self, now: float) -> None:
-        """Once an hour while records in new/ cannot be opened: how many, and the fix."""
-        reminder = self.intake.unreadable.reminder(now)
-        if reminder is not None:
-            log.warning("records_unreadable", count=reminder.count,
-                        oldest_s=round(reminder.oldest_s), files=reminder.files,
-                        fix="; ".join(reminder.fixes),
-                        detail="they stay in new/ and are sent once jobcompd can read them")
-
     def _tick(self, now: float, force: bool = False) -> None:
         """Bring STATUS=, the status file and the gauges up to date (every TICK_S)."""
         self._next_tick = now + TICK_S
         slow = force or now >= self._next_slow_tick
         if slow:
             self._next_slow_tick = now + SLOW_TICK_S
-            self._dead_letters = self._count_dead_letters()
-            self._remind_unreadable(now)
+            self._dead_letters = spool.count_dead_letters(self.spool.failed)
+            self.intake.remind_unreadable(now)
         self.telemetry.publish(Snapshot(
             phase=self._phase, backlog=len(self.intake.queue),
             backlog_truncated=self.intake.queue.truncated,
-            in_flight=len(self.window), oldest_pending_ns=self._oldest_pending_ns(),
+            in_flight=len(self.window), oldest_pending_ns=self.intake.oldest_pending_ns(),
             broker_up=self.supervisor.broker_up, dead_letters=self._dead_letters,
             unreadable=len(self.intake.unreadable), restart_needed=self.restart_needed,
             config=self.config,

@@ -9,6 +9,7 @@ late inotify event from sending a record twice.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -100,6 +101,10 @@ class Intake:
         self._dead_letters = dead_letters
         self.rescan_requested = True
         self.next_rescan = 0.0
+        #: rescan this often while nothing waits (a shared spool: inotify does not see the
+        #: other host's writes); None: only every rescan_interval.
+        self.idle_rescan_s: float | None = None
+        self._last_rescan = 0.0
         self.arrived_at = -ARRIVING_S
 
     def arriving(self, now: float) -> bool:
@@ -108,12 +113,33 @@ class Intake:
 
     def rescan_due(self, now: float) -> bool:
         q = self.queue
-        return self.rescan_requested or now >= self.next_rescan or (q.truncated and not q)
+        idle = self.idle_rescan_s is not None and not q and not q.truncated
+        return (self.rescan_requested or now >= self.next_rescan or (q.truncated and not q)
+                or (idle and now >= self._last_rescan + (self.idle_rescan_s or 0.0)))
 
     def on_its_way(self, name: str) -> bool:
         """Whether a spool name is in the window or acknowledged and being unlinked: such a
         name seen again (a rescan, a late inotify event) must not be sent twice."""
         return name in self._window or name in self._retirer.pending
+
+    def oldest_pending_ns(self) -> int | None:
+        """Spool time stamp of the oldest record not yet acknowledged (window or queue)."""
+        oldest = self._window.oldest_arrived_ns()
+        head = self.queue.peek()
+        if head is not None:
+            with contextlib.suppress(ValueError):
+                ns = int(head.split(".", 1)[0])
+                oldest = ns if oldest is None else min(oldest, ns)
+        return oldest
+
+    def remind_unreadable(self, now: float) -> None:
+        """Once an hour while records in new/ cannot be opened: how many, and the fix."""
+        reminder = self.unreadable.reminder(now)
+        if reminder is not None:
+            log.warning("records_unreadable", count=reminder.count,
+                        oldest_s=round(reminder.oldest_s), files=reminder.files,
+                        fix="; ".join(reminder.fixes),
+                        detail="they stay in new/ and are sent once jobcompd can read them")
 
     def take_events(self) -> None:
         names, overflowed = self.watcher.take()
@@ -128,6 +154,7 @@ class Intake:
 
     def rescan(self, now: float) -> None:
         self.rescan_requested = False
+        self._last_rescan = now
         self.next_rescan = now + self.config.params.rescan_interval_s
         try:
             # Acknowledged files still waiting for their unlink are not new ones.
@@ -136,6 +163,8 @@ class Intake:
         except OSError as e:
             log.error("spool_scan_failed", path=str(self.spool.new), error=str(e))
             return
+        if self.idle_rescan_s is not None and not self.queue:
+            self.next_rescan = min(self.next_rescan, now + self.idle_rescan_s)
         log.debug("rescanned", queued=queued, in_flight=len(self._window),
                   truncated=self.queue.truncated)
 

@@ -133,3 +133,13 @@ def retry(new: Path, failed: Path, name: str) -> str:
     fsync_dir(new)
     unlink_quietly(failed / (name + REASON_SUFFIX))
     return name
+
+
+def count_dead_letters(failed: Path) -> int | None:
+    """Records waiting in failed/ for an operator (their reason files not counted); None when
+    failed/ cannot be listed."""
+    try:
+        with os.scandir(failed) as it:
+            return sum(1 for e in it if not e.name.endswith(REASON_SUFFIX))
+    except OSError:
+        return None
