@@ -7,6 +7,7 @@ since either may be the one slurm.conf points at. Their contract is jobcompd/spo
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -26,6 +27,7 @@ import pytest
 
 from jobcompd.spool import parse_name
 from tests.support import build_c_hook
+from tests.test_spool import HUGE, THRESHOLD_FILES, plant_threshold
 
 ROOT = Path(__file__).resolve().parents[1]
 SH_HOOK = ROOT / "jobcompd" / "hook" / "jobcompd-spool"
@@ -456,13 +458,34 @@ def read_only(spool: Path):
     return setup
 
 
-def full(spool: Path):
+def full(spool: Path, threshold: bytes | None = None):
+    """Child set-up: the spool on a tmpfs of two pages, with the threshold file holding
+    ``threshold`` (if given), and every page left taken."""
     def setup() -> None:
         _private_mounts()
-        _libc_call("mount", b"tmpfs", bytes(spool), b"tmpfs", 0, b"size=4k,mode=0700")
+        _libc_call("mount", b"tmpfs", bytes(spool), b"tmpfs", 0, b"size=8k,mode=0700")
         for sub in ("tmp", "new"):
             (spool / sub).mkdir()
-        (spool / "filler").write_bytes(b"x" * 4096)  # the one page the file system has
+        if threshold is not None:
+            (spool / ".min-free-bytes").write_bytes(threshold)
+        with open(spool / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"x" * 4096)
+    return setup
+
+
+def tight(spool: Path, over: int):
+    """Child set-up: the spool on a tmpfs of 1 MiB whose threshold file asks for its free space
+    plus ``over`` bytes, measured with the file in place (it takes a page of its own)."""
+    def setup() -> None:
+        _private_mounts()
+        _libc_call("mount", b"tmpfs", bytes(spool), b"tmpfs", 0, b"size=1m,mode=0700")
+        for sub in ("tmp", "new"):
+            (spool / sub).mkdir()
+        threshold = spool / ".min-free-bytes"
+        threshold.write_bytes(b"0\n")
+        st = os.statvfs(spool)
+        threshold.write_bytes(b"%d\n" % (st.f_bavail * st.f_frsize + over))
     return setup
 
 
@@ -495,13 +518,101 @@ def test_a_read_only_spool_fails_with_the_reason(hook: Path, spool: Path, tmp_pa
 
 @pytest.mark.usefixtures("mount_namespaces")
 def test_a_full_spool_fails_with_the_reason(hook: Path, spool: Path, tmp_path: Path) -> None:
+    """With the threshold off (0), the write itself meets the full disk."""
     done = run_hook(hook, slurm_env("end-1.env"), "-d", str(spool), cwd=tmp_path,
-                    preexec_fn=full(spool))
+                    preexec_fn=full(spool, b"0\n"))
     assert done.returncode == 74
     last = done.stderr.splitlines()[-1]
     assert re.fullmatch(rb"jobcompd-spool: cannot write %s/tmp/1\.end\.\d+\.0 \(disk full\?\)"
                         rb"(: No space left on device)?; job 1 end not recorded"
                         % re.escape(bytes(spool)), last), last
+
+
+# -- free space: SpoolMinFreeBytes through SpoolDir/.min-free-bytes (SPEC.md) ----------------
+
+
+def refusal(spool: Path, event: str, threshold: int) -> bytes:
+    """The pattern of the line both hooks write when they refuse a record for room."""
+    return (rb"jobcompd-spool: spool nearly full: %s/new has (\d+) bytes free, less than "
+            rb"SpoolMinFreeBytes=%d; job 1 %s not recorded" % (re.escape(bytes(spool)),
+                                                               threshold, event.encode()))
+
+
+@pytest.mark.parametrize(("fixture", "status"), [
+    ("start-1.env", 0), ("end-1.env", 74), ("epilog-1.env", 74)])
+def test_a_spool_below_its_threshold_refuses_the_record(hook: Path, spool: Path,
+                                                        tmp_path: Path, fixture: str,
+                                                        status: int) -> None:
+    """Refused loudly before anything is created; as PrologSlurmctld still exit 0."""
+    plant_threshold(spool, "file", b"%d\n" % HUGE)
+    done = run_hook(hook, slurm_env(fixture), "-d", str(spool), cwd=tmp_path)
+    assert done.returncode == status
+    event = "start" if fixture.startswith("start") else "end"
+    m = re.fullmatch(refusal(spool, event, HUGE) + rb"\n", done.stderr)
+    assert m, done.stderr
+    st = os.statvfs(spool / "new")  # the disk is shared: about what the hook saw
+    assert abs(int(m.group(1)) - st.f_bavail * st.f_frsize) < 1 << 30
+    assert os.listdir(spool / "tmp") == [] and new_files(spool) == []
+
+
+@pytest.mark.parametrize(("content", "threshold"), THRESHOLD_FILES)
+def test_both_hooks_read_the_threshold_file_alike(hook: Path, spool: Path, tmp_path: Path,
+                                                  content: bytes, threshold: int) -> None:
+    """What the file holds decides alike in both hooks and in Spool.write_record
+    (tests/test_spool.py reads the same table); only a huge threshold can refuse here."""
+    assert shutil.disk_usage(spool).free > 1 << 30, "the test needs 1 GiB free"
+    plant_threshold(spool, "file", content)
+    done = run_hook(hook, slurm_env("end-1.env"), "-d", str(spool), cwd=tmp_path)
+    if threshold == HUGE:
+        assert done.returncode == 74 and re.fullmatch(refusal(spool, "end", HUGE) + rb"\n",
+                                                      done.stderr), done.stderr
+        assert new_files(spool) == []
+    else:
+        assert done.returncode == 0 and done.stderr == b"", done.stderr
+        assert len(new_files(spool)) == 1
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "directory"])
+def test_a_threshold_entry_that_is_no_file_means_the_default(hook: Path, spool: Path,
+                                                             tmp_path: Path, kind: str) -> None:
+    """Never followed, never blocked on: a symlink to a huge threshold is not read."""
+    plant_threshold(spool, kind)
+    done = run_hook(hook, slurm_env("end-1.env"), "-d", str(spool), cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == b"", done.stderr
+    assert len(new_files(spool)) == 1
+
+
+@pytest.mark.usefixtures("mount_namespaces")
+@pytest.mark.parametrize(("over", "refused"), [(0, False), (1, True)])
+def test_the_threshold_counts_to_the_byte(hook: Path, spool: Path, tmp_path: Path,
+                                          over: int, refused: bool) -> None:
+    """On a private tmpfs: exactly the free space passes, one byte more is refused."""
+    done = run_hook(hook, slurm_env("end-1.env"), "-d", str(spool), cwd=tmp_path,
+                    preexec_fn=tight(spool, over))
+    if not refused:
+        assert done.returncode == 0 and done.stderr == b"", done.stderr
+        return
+    assert done.returncode == 74
+    m = re.fullmatch(rb"jobcompd-spool: spool nearly full: \S+/new has (\d+) bytes free, "
+                     rb"less than SpoolMinFreeBytes=(\d+); job 1 end not recorded\n",
+                     done.stderr)
+    assert m, done.stderr
+    free, threshold = int(m.group(1)), int(m.group(2))
+    assert threshold == free + 1 and free % 4096 == 0 and 0 < free < 1 << 20
+
+
+@pytest.mark.usefixtures("mount_namespaces")
+@pytest.mark.parametrize(("fixture", "status"), [("start-1.env", 0), ("end-1.env", 74)])
+def test_a_nearly_full_spool_is_refused_before_the_disk_refuses(
+        hook: Path, spool: Path, tmp_path: Path, fixture: str, status: int) -> None:
+    """No threshold file: the built-in default (64 MiB) refuses a record on a full spool
+    before any write, so nothing is left and the reason is the threshold."""
+    done = run_hook(hook, slurm_env(fixture), "-d", str(spool), cwd=tmp_path,
+                    preexec_fn=full(spool))
+    assert done.returncode == status
+    event = "start" if status == 0 else "end"
+    m = re.fullmatch(refusal(spool, event, 64 << 20) + rb"\n", done.stderr)
+    assert m and int(m.group(1)) == 0, done.stderr
 
 
 def with_dev_log(socket_path: Path, old_dev: Path):
@@ -515,6 +626,37 @@ def with_dev_log(socket_path: Path, old_dev: Path):
         _libc_call("mount", bytes(old_dev / "null"), b"/dev/null", None, MS_BIND, None)
         os.symlink(socket_path, "/dev/log")
     return setup
+
+
+def hear_syslog(hook: Path, fixture: str, spool: Path, tmp_path: Path
+                ) -> tuple[subprocess.CompletedProcess[bytes], bytes]:
+    """Run the hook with /dev/log a socket of the test's; its result and the one message."""
+    old_dev = tmp_path / "old-dev"
+    old_dev.mkdir()
+    with tempfile.TemporaryDirectory(prefix="log", dir="/tmp") as short:  # sun_path <= 107
+        path = Path(short) / "log"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(str(path))
+            sock.settimeout(10)
+            done = run_hook(hook, slurm_env(fixture), "-d", str(spool), cwd=tmp_path,
+                            preexec_fn=with_dev_log(path, old_dev))
+            return done, sock.recv(65536)
+
+
+@pytest.mark.usefixtures("mount_namespaces")
+@pytest.mark.parametrize(("fixture", "status"), [("start-1.env", 0), ("end-1.env", 74)])
+def test_a_refusal_for_room_goes_to_syslog_also_from_the_prolog(
+        hook: Path, spool: Path, tmp_path: Path, fixture: str, status: int) -> None:
+    plant_threshold(spool, "file", b"%d\n" % HUGE)
+    done, message = hear_syslog(hook, fixture, spool, tmp_path)
+    assert done.returncode == status, done.stderr
+    event = "start" if status == 0 else "end"
+    assert message.startswith(b"<27>"), message  # daemon.err
+    assert re.search(rb" jobcompd-spool: spool nearly full: .* bytes free, less than "
+                     rb"SpoolMinFreeBytes=%d; job 1 %s not recorded" % (HUGE, event.encode()),
+                     message), message
+    assert done.stderr.split(b": ", 1)[1].rstrip(b"\n") in message
+    assert os.listdir(spool / "tmp") == [] and new_files(spool) == []
 
 
 @pytest.mark.usefixtures("mount_namespaces")

@@ -20,11 +20,13 @@ from jobcompd.spool import (
     RejectedFile,
     Spool,
     SpoolError,
+    SpoolFull,
     SpoolName,
     durable,
     files,
     make_name,
     parse_name,
+    space,
 )
 
 MAX = 1000
@@ -493,6 +495,154 @@ def test_write_record_refuses_what_the_reader_would_reject(spool: Spool) -> None
     with pytest.raises(ValueError):
         spool.write_record(b"x", job_id=1, event="finish", fmt="env")
     assert os.listdir(spool.tmp) == [] and os.listdir(spool.new) == []
+
+
+# -- free space (SPEC.md, "Free space") ---------------------------------------------------
+
+#: More than any file system holds: a writer that reads this threshold refuses every record.
+HUGE = 999_999_999_999_999_999
+DEFAULT = space.DEFAULT_MIN_FREE_BYTES
+#: What a threshold file may hold, and the threshold every writer takes from it.
+THRESHOLD_FILES = [
+    (b"999999999999999999\n", HUGE),
+    (b"999999999999999999", HUGE),  # no newline
+    (b"999999999999999999\nand a second line", HUGE),  # the first line counts
+    (b"99\x009999999999999999\n", HUGE),  # NUL bytes dropped, as a shell's read drops them
+    (b"0\n", 0),
+    (b"67108865\n", DEFAULT + 1),
+    (b"0999999999999999999\n", DEFAULT),  # a leading zero
+    (b"9999999999999999999\n", DEFAULT),  # 19 digits
+    (b" 999999999999999999\n", DEFAULT),
+    (b"999999999999999999 \n", DEFAULT),
+    (b"-1\n", DEFAULT),
+    (b"1e18\n", DEFAULT),
+    (b"64M\n", DEFAULT),
+    (b"\n", DEFAULT),
+    (b"", DEFAULT),
+]
+
+
+def plant_threshold(root: Path, kind: str, content: bytes = b"") -> None:
+    """SpoolDir/.min-free-bytes as a file holding ``content``, or as another kind of entry
+    that points at (or is) such a file; none but the file may be read."""
+    path = root / space.MIN_FREE_FILE
+    if kind == "file":
+        path.write_bytes(content)
+    elif kind == "symlink":
+        (root / "elsewhere").write_bytes(b"999999999999999999\n")
+        path.symlink_to(root / "elsewhere")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+
+
+@pytest.mark.parametrize(("content", "threshold"), THRESHOLD_FILES)
+def test_the_threshold_file_is_read_as_the_hooks_read_it(spool: Spool, content: bytes,
+                                                          threshold: int) -> None:
+    plant_threshold(spool.root, "file", content)
+    assert space.read_min_free(spool.root) == threshold
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "directory", "missing"])
+def test_a_threshold_entry_that_is_no_file_means_the_default(spool: Spool, kind: str) -> None:
+    plant_threshold(spool.root, kind)
+    assert space.read_min_free(spool.root) == DEFAULT
+
+
+def test_set_min_free_writes_what_every_writer_reads(spool: Spool) -> None:
+    assert spool.set_min_free(123_456) == []
+    path = spool.root / space.MIN_FREE_FILE
+    assert path.read_bytes() == b"123456\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert space.read_min_free(spool.root) == 123_456 == spool.min_free_bytes
+    assert spool.set_min_free(0) == [] and path.read_bytes() == b"0\n"
+    assert sorted(os.listdir(spool.root)) == [".min-free-bytes", "failed", "new", "tmp"]
+
+
+def test_set_min_free_that_cannot_write_warns_and_still_applies(spool: Spool) -> None:
+    (spool.root / space.MIN_FREE_FILE).mkdir()  # a rename onto a directory fails
+    [warning] = spool.set_min_free(space.MAX_MIN_FREE_BYTES)
+    assert f"cannot write {spool.root}/.min-free-bytes: Is a directory" in warning
+    assert spool.min_free_bytes == space.MAX_MIN_FREE_BYTES
+    assert sorted(os.listdir(spool.root)) == [".min-free-bytes", "failed", "new", "tmp"]
+    with pytest.raises(SpoolFull):
+        spool.write_record(b"JOBID=1\0", job_id=1, event="end", fmt="env")
+
+
+def test_write_record_refuses_below_its_threshold_and_leaves_nothing(spool: Spool) -> None:
+    spool.min_free_bytes = HUGE
+    with pytest.raises(SpoolFull) as info:
+        spool.write_record(b"JOBID=8\0", job_id=8, event="end", fmt="env")
+    # An OSError without errno: backfill stops on it, the HTTP intake answers 503.
+    assert isinstance(info.value, OSError) and info.value.errno is None
+    free = space.free_bytes(spool.new)
+    assert free is not None
+    assert str(info.value) == (f"spool nearly full: {spool.new} has {free} bytes free, less "
+                               f"than SpoolMinFreeBytes={HUGE}; job 8 end not recorded")
+    assert os.listdir(spool.tmp) == [] and os.listdir(spool.new) == []
+
+
+def test_write_record_takes_the_hooks_threshold_when_it_has_none(spool: Spool) -> None:
+    assert spool.min_free_bytes is None  # backfill's Spool: no configuration of its own
+    plant_threshold(spool.root, "file", b"999999999999999999\n")
+    with pytest.raises(SpoolFull, match="SpoolMinFreeBytes=999999999999999999; job 9 start"):
+        spool.write_record(b"JOBID=9\0", job_id=9, event="start", fmt="env")
+    plant_threshold(spool.root, "file", b"0\n")
+    assert parse_name(spool.write_record(b"JOBID=9\0", job_id=9, event="start",
+                                         fmt="env")).job_id == 9
+
+
+def test_write_record_at_exactly_its_threshold_writes(spool: Spool, monkeypatch) -> None:
+    monkeypatch.setattr(space, "free_bytes", lambda path: 4096)
+    spool.min_free_bytes = 4096
+    spool.write_record(b"JOBID=1\0", job_id=1, event="end", fmt="env")
+    spool.min_free_bytes = 4097
+    with pytest.raises(SpoolFull, match="has 4096 bytes free, less than SpoolMinFreeBytes=4097"):
+        spool.write_record(b"JOBID=1\0", job_id=1, event="end", fmt="env")
+    assert len(os.listdir(spool.new)) == 1
+
+
+def test_free_bytes_is_what_an_unprivileged_writer_may_use(spool: Spool) -> None:
+    st = os.statvfs(spool.new)
+    assert spool.free_bytes() in {st.f_bavail * st.f_frsize, *(  # the disk is shared
+        os.statvfs(spool.new).f_bavail * st.f_frsize for _ in range(3))}
+    assert space.free_bytes(spool.root / "no-such-folder") is None
+
+
+def test_allocated_bytes_counts_the_blocks_of_new(spool: Spool) -> None:
+    assert space.allocated_bytes(spool.new) == 0
+    put(spool, name(1), b"x" * 10)
+    put(spool, name(2), b"x" * 5000)
+    (spool.new / ".hidden").write_bytes(b"x" * 5000)
+    expected = sum(os.lstat(spool.new / n).st_blocks * 512 for n in (name(1), name(2)))
+    assert space.allocated_bytes(spool.new) == expected > 5000
+
+
+def test_the_usage_meter_scans_at_most_as_often_as_it_may(spool: Spool) -> None:
+    took = [0.0]
+    ticks = iter(range(1000))
+
+    def clock() -> float:  # each scan seems to take took[0] seconds
+        return next(ticks) % 2 * took[0]
+
+    put(spool, name(1), b"x" * 5000)
+    meter = space.UsageMeter(spool.new, interval_s=10.0, duty=100.0, clock=clock)
+    first = meter.measure(0.0)
+    assert first == space.allocated_bytes(spool.new) > 0
+    put(spool, name(2), b"x" * 5000)
+    assert meter.measure(9.9) == first  # not yet due
+    took[0] = 0.5
+    second = meter.measure(10.0)
+    assert second == space.allocated_bytes(spool.new) > first
+    # That scan took 0.5 s: the next one waits 100 times as long, not 10 s.
+    put(spool, name(3), b"x" * 5000)
+    assert meter.measure(59.9) == second
+    assert meter.measure(60.0) == space.allocated_bytes(spool.new) > second
+
+
+def test_the_usage_meter_of_a_missing_folder_says_none(tmp_path: Path) -> None:
+    assert space.UsageMeter(tmp_path / "gone").measure(0.0) is None
 
 
 # -- tmp clean-up -------------------------------------------------------------------------

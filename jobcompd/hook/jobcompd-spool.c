@@ -7,6 +7,9 @@
  * bounds how many jobs per second Slurm can record; the sh hook starts six programs per
  * record, this one none.
  *
+ * It refuses a record (exit 74) while the spool's file system has less free space than the
+ * threshold in SPOOL/.min-free-bytes (SpoolMinFreeBytes), before it creates anything.
+ *
  *   JobCompLoc      of jobcomp/script   (JOBID set)                          -> event "end"
  *   PrologSlurmctld (SLURM_SCRIPT_CONTEXT=prolog_slurmctld, SLURM_JOB_ID)    -> event "start"
  *   EpilogSlurmctld (SLURM_SCRIPT_CONTEXT=epilog_slurmctld, SLURM_JOB_ID)    -> event "end"
@@ -36,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <syslog.h>
 #include <time.h>
@@ -51,6 +55,10 @@ enum { EX_USAGE = 64, EX_DATAERR = 65, EX_OSERR = 71, EX_CANTCREAT = 73,
 
 /* temporary names and new/ names (nanoseconds) tried before giving up */
 enum { TRIES = 5 };
+
+/* SpoolMinFreeBytes when SPOOL/.min-free-bytes does not say (SPEC.md, "Free space") */
+static const uint64_t DEFAULT_MIN_FREE = UINT64_C(64) << 20;
+static const char MIN_FREE_FILE[] = ".min-free-bytes";
 
 extern char **environ;
 
@@ -279,6 +287,59 @@ static char *join(const char *fmt, ...)
     return s;
 }
 
+/* The threshold the daemon wrote into SPOOL/.min-free-bytes: its first line when that is 0 or
+ * 1 to 18 digits without a leading zero (so the sh hook's arithmetic cannot overflow), else
+ * the default -- also for an entry that is missing, unreadable, a symlink or not a file. NUL
+ * bytes are dropped, as the sh hook's read drops them. One open, one read. */
+static uint64_t min_free_bytes(const char *spool)
+{
+    char *path = join("%s/%s", spool, MIN_FREE_FILE);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    char buf[64];
+    ssize_t n = -1;
+    struct stat st;
+
+    free(path);
+    if (fd < 0)
+        return DEFAULT_MIN_FREE;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+        n = read(fd, buf, sizeof buf);
+    close(fd);
+    char digits[19];
+    size_t len = 0;
+    for (ssize_t i = 0; i < n && buf[i] != '\n'; i++) {
+        if (buf[i] == '\0')
+            continue;
+        if (buf[i] < '0' || buf[i] > '9' || len == sizeof digits - 1)
+            return DEFAULT_MIN_FREE;
+        digits[len++] = buf[i];
+    }
+    if (len == 0 || (len > 1 && digits[0] == '0'))
+        return DEFAULT_MIN_FREE;
+    uint64_t value = 0;
+    for (size_t i = 0; i < len; i++)
+        value = value * 10 + (uint64_t)(digits[i] - '0');
+    return value;
+}
+
+/* Refuse the record, before anything is created, while the spool's file system has fewer than
+ * the threshold's bytes free for an unprivileged user (f_bavail: root's reserved blocks are not
+ * free space). A threshold of 0, or a file system that cannot tell, lets the write go on. */
+static void check_free_space(const char *spool, const char *newdir)
+{
+    uint64_t min = min_free_bytes(spool);
+    struct statvfs vfs;
+
+    if (min == 0 || statvfs(newdir, &vfs) != 0 || vfs.f_frsize == 0)
+        return;
+    /* blocks < ceil(min / block size): the same comparison as the sh hook, without overflow */
+    if ((uint64_t)vfs.f_bavail >= (min + vfs.f_frsize - 1) / vfs.f_frsize)
+        return;
+    fail(EX_IOERR, "spool nearly full: %s has %" PRIu64 " bytes free, less than"
+         " SpoolMinFreeBytes=%" PRIu64 "; job %s %s not recorded", newdir,
+         (uint64_t)vfs.f_bavail * vfs.f_frsize, min, jobid, event);
+}
+
 /* Rename FROM to TO unless TO exists. 0, or -1 with errno (EEXIST: the name is taken). */
 static int rename_noreplace(const char *from, const char *to)
 {
@@ -478,6 +539,7 @@ int main(int argc, char **argv)
     char *newdir = join("%s/new", spool);
     check_dir(tmpdir, spool);
     check_dir(newdir, spool);
+    check_free_space(spool, newdir);
 
     /* A write beyond a file-size limit fails with EFBIG instead of killing the hook without
      * a word. */

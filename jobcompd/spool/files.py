@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Set
 from pathlib import Path
 
-from jobcompd.spool import deadletters
+from jobcompd.spool import deadletters, space
 from jobcompd.spool.durable import (
     DIR_MODE,
     fsync_dir,
@@ -84,7 +84,7 @@ class Spool:
     """One spool directory. Paths only; no state besides the last time stamp written."""
 
     def __init__(self, root: Path, *, max_record_bytes: int,
-                 allowed_uids: frozenset[int] | None) -> None:
+                 allowed_uids: frozenset[int] | None, min_free_bytes: int | None = None) -> None:
         if max_record_bytes < 1:
             raise ValueError(f"max_record_bytes must be positive, not {max_record_bytes}")
         self.root = Path(root)
@@ -96,6 +96,8 @@ class Spool:
         self._new_text = os.fspath(self.new)
         self.max_record_bytes = max_record_bytes
         self.allowed_uids = allowed_uids
+        #: SpoolMinFreeBytes for write_record; None: what the hooks read (SPEC.md, "Free space").
+        self.min_free_bytes = min_free_bytes
         self._last_ns = 0
 
     # -- set-up -----------------------------------------------------------------------------
@@ -136,6 +138,22 @@ class Spool:
                     "the spool to the daemon's user (systemd-tmpfiles --create, or chown -R "
                     "SlurmUser of the spool); jobcompd check names the fix")
         return warnings
+
+    def set_min_free(self, value: int) -> list[str]:
+        """Apply SpoolMinFreeBytes to this object's writes and tell the hooks through the
+        threshold file (SPEC.md, "Free space"); returns warnings about what went wrong."""
+        self.min_free_bytes = value
+        try:
+            space.write_min_free(self.root, value)
+        except OSError as e:
+            path = self.root / space.MIN_FREE_FILE
+            return [f"cannot write {path}: {e.strerror or e}; the hooks go on with the "
+                    f"threshold it holds, or {space.DEFAULT_MIN_FREE_BYTES} bytes without it"]
+        return []
+
+    def free_bytes(self) -> int | None:
+        """Bytes still free on the spool's file system for an unprivileged writer."""
+        return space.free_bytes(self.new)
 
     def refuse_segments(self) -> None:
         """Refuse a spool whose seg/ holds files: segments were a spool format that was never
@@ -314,7 +332,8 @@ class Spool:
         (ENOSPC, EFBIG, ...) the temporary file is removed and the error re-raised; nothing
         partial is ever visible in new/. An error from the final fsync of new/ is raised too,
         although the record is then in new/ and will be sent: a caller that retries may
-        create a duplicate.
+        create a duplicate. Below SpoolMinFreeBytes nothing is written and SpoolFull (an
+        OSError) is raised, as the hooks refuse a record there.
 
         Time stamps are strictly increasing within this Spool object, so records written in
         a loop (backfill) keep their order and never share a name.
@@ -325,6 +344,10 @@ class Spool:
             raise SpoolError(f"record for job {job_id} is {len(data)} bytes, more than "
                              f"the spool's limit of {self.max_record_bytes} bytes; the daemon "
                              "would reject it")
+        min_free = self.min_free_bytes
+        if min_free is None:
+            min_free = space.read_min_free(self.root)
+        space.check_room(self.new, min_free, f"job {job_id} {event}")
         ns = max(time.time_ns(), self._last_ns + 1)
         name = make_name(ns, job_id, event, fmt)
         self._last_ns = ns

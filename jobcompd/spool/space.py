@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 #: SpoolMinFreeBytes when the daemon has not said otherwise (the hooks have the same figure).
@@ -25,7 +26,8 @@ MIN_FREE_FILE = ".min-free-bytes"
 #: Mode of that file: not secret, and a hook may run as another user than the daemon.
 MIN_FREE_FILE_MODE = 0o644
 #: Its first line, as the hooks read it: 0, or 1 to 18 digits without a leading zero.
-_MIN_FREE_LINE = re.compile(rb"(0|[1-9][0-9]{0,17})(?:\n|$)")
+_MIN_FREE_LINE = re.compile(rb"0|[1-9][0-9]{0,17}")
+#: What one read() takes of it, in the C hook too.
 _READ_LIMIT = 64
 
 
@@ -38,7 +40,8 @@ class SpoolFull(OSError):
 
 def read_min_free(root: Path) -> int:
     """The threshold the hooks apply: the first line of ``root/.min-free-bytes`` when it is a
-    plain decimal number, else (no such regular file, unreadable, anything else) the default."""
+    plain decimal number (NUL bytes dropped, as a shell's read drops them), else (no such
+    regular file, unreadable, anything else) the default."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(root / MIN_FREE_FILE, flags)
@@ -52,8 +55,8 @@ def read_min_free(root: Path) -> int:
         return DEFAULT_MIN_FREE_BYTES
     finally:
         os.close(fd)
-    m = _MIN_FREE_LINE.match(data)
-    return int(m.group(1)) if m else DEFAULT_MIN_FREE_BYTES
+    line = data.split(b"\n", 1)[0].replace(b"\0", b"")
+    return int(line) if _MIN_FREE_LINE.fullmatch(line) else DEFAULT_MIN_FREE_BYTES
 
 
 def write_min_free(root: Path, value: int) -> None:
@@ -118,13 +121,16 @@ def allocated_bytes(directory: Path | str) -> int:
 class UsageMeter:
     """The bytes of new/ for the gauge, at a bounded cost: the sum takes one lstat per record,
     which a backlog of a million records turns into a second or two of the main loop, so a
-    new sum is due after ``interval_s`` and at least ``duty`` times as long as the last took."""
+    new sum is due after ``interval_s`` and at least ``duty`` times as long as the last took
+    (``clock`` times it)."""
 
-    def __init__(self, directory: Path, interval_s: float = 10.0, duty: float = 100.0) -> None:
+    def __init__(self, directory: Path, interval_s: float = 10.0, duty: float = 100.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.directory = directory
         self.interval_s = interval_s
         self.duty = duty
         self.value: int | None = None
+        self._clock = clock
         self._due = 0.0
 
     def measure(self, now: float) -> int | None:
@@ -132,11 +138,11 @@ class UsageMeter:
         None until one succeeded."""
         if now < self._due:
             return self.value
-        began = time.monotonic()
+        began = self._clock()
         try:
             self.value = allocated_bytes(self.directory)
         except OSError:
             self.value = None
-        took = time.monotonic() - began
+        took = self._clock() - began
         self._due = now + max(self.interval_s, self.duty * took)
         return self.value
