@@ -63,7 +63,7 @@ def test_literal_defaults_parse_alone(tmp_path: Path) -> None:
               if k.default and k.name != "JobCompParams"}
     assert parsed == {"SpoolDir": config.DEFAULT_SPOOL_DIR,
                       "StateSaveLocation": config.DEFAULT_STATE_DIR,
-                      "LogTarget": "auto", "LogFormat": "logfmt"}
+                      "LogTarget": "auto", "LogFormat": "logfmt", "Standby": False}
     assert ctx.warnings == []
 
 

@@ -179,7 +179,11 @@ def _status_rows(doc: dict[str, Any], now: float) -> list[tuple[str, str]]:
     dead = {k.split(":", 1)[1]: v for k, v in counters.items()
             if k.startswith("dead_lettered:") and v}
     dead_total = sum(dead.values())
-    rows = [
+    rows = _role_rows(doc)
+    if doc.get("state") == "standby":
+        written = f"{_when(doc.get('written_at'))} ({_duration(_age(doc, now))} ago)"
+        return [*rows, ("status written", written)]
+    rows += [
         ("backlog", f"{backlog} records waiting in new/"),
         ("in flight", str(doc.get("in_flight", 0))),
         ("oldest pending", oldest),
@@ -210,6 +214,19 @@ def _status_rows(doc: dict[str, Any], now: float) -> list[tuple[str, str]]:
     rows.append(("status written", f"{_when(doc.get('written_at'))} "
                                    f"({_duration(_age(doc, now))} ago)"))
     return rows
+
+
+def _role_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """Which daemon drains the spool: this one, or the holder of the lock it waits for."""
+    role, holder = doc.get("role"), doc.get("lock_holder")
+    if role == "standby":
+        return [("role", f"standby: waiting {_duration(doc.get('standby_waited_s'))} for the "
+                         f"spool lock, held by {holder} (the active jobcompd)")]
+    if role == "active":
+        waited = doc.get("standby_waited_s") or 0
+        took = f", took over after {_duration(waited)} as standby" if waited else ""
+        return [("role", f"active: {holder} holds the spool lock{took}")]
+    return []
 
 
 def _plain(value: Any) -> str:

@@ -252,6 +252,16 @@ def _choice(*choices: str) -> Parser:
     return parse
 
 
+def _yes_no(value: str, where: str, ctx: Context) -> bool:
+    """slurm.conf's booleans: yes/no (and true/false, 1/0), any case."""
+    word = value.strip(C_SPACE).lower()
+    if word in ("yes", "true", "1"):
+        return True
+    if word in ("no", "false", "0"):
+        return False
+    raise ConfigError(f"{where}={clip(value)}: accepted: yes, no")
+
+
 def _is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
@@ -326,13 +336,21 @@ KEYS: tuple[Key, ...] = (
         empty_hint="it is required and has no default: set it to the librdkafka properties "
         "file, for example JobCompLoc=/etc/jobcompd/rdkafka.conf"),
     Key("JobCompParams", "params", "comma-separated options (below)", _params, default=""),
-    Key("SpoolDir", "spool_dir", "holds `tmp/`, `new/`, `failed/`; must be the hook's spool",
+    Key("SpoolDir", "spool_dir",
+        "holds `tmp/`, `new/`, `failed/` and the instance lock `.jobcompd.lock` (with "
+        "`Standby=yes` also the state file); must be the hook's spool",
         _path, default=str(DEFAULT_SPOOL_DIR), reload=False,
         empty_hint=f"remove the line to use the default {DEFAULT_SPOOL_DIR}"),
     Key("StateSaveLocation", "state_dir",
-        "the state file, the instance lock and the status file",
+        "the status file and its lock, and the state file unless `Standby=yes` (then it "
+        "follows the spool); local to each host",
         _path, default=str(DEFAULT_STATE_DIR), reload=False,
         empty_hint=f"remove the line to use the default {DEFAULT_STATE_DIR}"),
+    Key("Standby", "standby",
+        "`yes` where two controllers share one `SpoolDir`: a daemon that finds the spool "
+        "lock held waits as the standby and takes over when it is released (`no`: it exits "
+        "75)", _yes_no, default="no",
+        empty_hint="remove the line to use the default (no), or write yes"),
     Key("SpoolOwners", "spool_owners",
         "comma-separated users or uids whose files in `new/` are accepted (others go to "
         "`failed/`). Default: `SlurmUser` of `SlurmConf` (root when it sets none, as in "

@@ -28,6 +28,7 @@ class Config:
     params: Params
     spool_dir: Path
     state_dir: Path
+    standby: bool
     debug_flags: frozenset[str]
     slurm_conf: Path | None
     log_target: str

@@ -38,8 +38,8 @@ from jobcompd.service.intake import Carryover, DeadLetters, Intake
 from jobcompd.service.producer import (
     Producer,
 )
-from jobcompd.service.supervisor import Supervisor
 from jobcompd.service.spoollock import SpoolLock, SpoolLockLost, identity
+from jobcompd.service.supervisor import Supervisor
 from jobcompd.service.telemetry import TICK_S, Role, Snapshot, Telemetry
 from jobcompd.service.window import Window
 from jobcompd.spool.retirer import Retirer
@@ -78,6 +78,8 @@ class Daemon:
         #: this daemon's hold on the spool: None until it holds the lock, then how long it
         #: waited for it and who held it before (Standby=yes).
         self.role: Role | None = None
+        self._took_over_from: str | None = None
+        self._lock_lost = False
         self._exit_code = EX_OK
         #: every unacknowledged record: queued, sent, backing off.
         self.window = Window()
@@ -232,9 +234,24 @@ class Daemon:
             topic=cfg.params.topic,
             kafka=cfg.redacted_kafka(),
         )
+        if self._took_over_from is not None:
+            self._log_takeover()
         self._phase = "running"
         self._tick(time.monotonic(), force=True)
         notify.ready(self.telemetry.status_text)
+
+    def _log_takeover(self) -> None:
+        assert self.role is not None
+        log.warning("took_over", previous=self._took_over_from,
+                    waited_s=round(self.role.waited_s, 1), backlog=len(self.intake.queue),
+                    backlog_truncated=self.intake.queue.truncated,
+                    detail="this daemon now drains the shared spool")
+
+    def _state_file(self) -> tuple[Path, str]:
+        """Where the state file lives: beside the spool when a standby may take it over."""
+        if self.config.standby:
+            return self.config.spool_dir, statefile.SHARED_STATE_FILE
+        return self.config.state_dir, statefile.STATE_FILE
 
     def _start_http(self, cfg: Config) -> None:
         """The jobcomp/elasticsearch intake (HttpListen), writing into the spool."""
@@ -261,9 +278,9 @@ class Daemon:
 
     def _load_state(self) -> None:
         try:
-            saved = statefile.load(self.config.state_dir)
+            saved = statefile.load(*self._state_file())
         except statefile.StateError as e:
-            moved = statefile.move_aside(self.config.state_dir)
+            moved = statefile.move_aside(*self._state_file())
             log.error(
                 "state_file_unusable",
                 error=str(e),
@@ -293,10 +310,11 @@ class Daemon:
             attempts=self.window.attempts(),
             counters=dict(self.telemetry.counters),
         )
+        folder, name = self._state_file()
         try:
-            statefile.save(self.config.state_dir, st)
+            statefile.save(folder, st, name)
         except OSError as e:
-            log.error("state_save_failed", path=str(self.config.state_dir), error=str(e))
+            log.error("state_save_failed", path=str(folder), error=str(e))
 
     def _install_signals(self) -> None:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
@@ -474,7 +492,8 @@ class Daemon:
             return
         pending, in_flight = self.delivery.shut_down()
         self.retirer.stop()
-        self._save_state(clean=True, pending=pending, in_flight=in_flight)
+        if not self._lock_lost:  # another daemon may hold the spool and its state now
+            self._save_state(clean=True, pending=pending, in_flight=in_flight)
         self._phase = "stopped"
         self._tick(time.monotonic(), force=True)
         self.metrics.close()
@@ -486,6 +505,7 @@ class Daemon:
     def _tick(self, now: float, force: bool = False) -> None:
         """Bring STATUS=, the status file and the gauges up to date (every TICK_S)."""
         self._next_tick = now + TICK_S
+        self._check_spool_lock()
         slow = force or now >= self._next_slow_tick
         if slow:
             self._next_slow_tick = now + SLOW_TICK_S
@@ -497,8 +517,22 @@ class Daemon:
             in_flight=len(self.window), oldest_pending_ns=self.intake.oldest_pending_ns(),
             broker_up=self.supervisor.broker_up, dead_letters=self._dead_letters,
             unreadable=len(self.intake.unreadable), restart_needed=self.restart_needed,
-            config=self.config,
+            config=self.config, role=self.role,
         ), textfile=slow)
+
+    def _check_spool_lock(self) -> None:
+        """Stop (exit 75, so systemd starts it again as a standby) if the spool lock is no
+        longer this daemon's: two daemons draining one spool would send every record twice."""
+        if self._phase != "running":
+            return
+        try:
+            self.spool_lock.verify()
+        except SpoolLockLost as e:
+            log.error("spool_lock_lost", error=str(e),
+                      detail="stopping; records in flight stay in the spool")
+            self._lock_lost = True
+            self._stopping = True
+            self._exit_code = EX_TEMPFAIL
 
 
 def producer_config(cfg: Config) -> dict[str, str]:

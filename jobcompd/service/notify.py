@@ -46,6 +46,11 @@ def stopping(flush_timeout_ms: int | None = None) -> None:
     _send(*lines)
 
 
+def standby_status(holder: str) -> str:
+    """STATUS= of a standby: who holds the spool lock it waits for."""
+    return f"standby, waiting for the lock held by {holder}"
+
+
 def status(text: str) -> None:
     _send(f"STATUS={text}")
 

@@ -1,4 +1,4 @@
-"""The state file and the single-instance lock, both in StateSaveLocation.
+"""The state file, and the lock of StateSaveLocation (the spool's own is spoollock.py).
 
 The spool is the truth; the state file only annotates a restart (docs/design.md, durability rule
 5). It says whether the last run stopped cleanly, which files were still unsent and which
@@ -18,6 +18,9 @@ from pathlib import Path
 import msgspec
 
 STATE_FILE = "jobcompd_state"
+#: The state file's name in the spool, where it lives with ``Standby=yes``: the daemon that
+#: takes over reads what the last holder of the spool wrote.
+SHARED_STATE_FILE = ".jobcompd_state"
 LOCK_FILE = "jobcompd.lock"
 STATE_VERSION = 1
 
@@ -53,13 +56,13 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(State)
 
 
-def state_path(state_dir: Path) -> Path:
-    return state_dir / STATE_FILE
+def state_path(state_dir: Path, name: str = STATE_FILE) -> Path:
+    return state_dir / name
 
 
-def load(state_dir: Path) -> State | None:
+def load(state_dir: Path, name: str = STATE_FILE) -> State | None:
     """Read the state file; None when there is none. Raises StateError for an unusable file."""
-    path = state_path(state_dir)
+    path = state_path(state_dir, name)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -78,10 +81,10 @@ def load(state_dir: Path) -> State | None:
     return state
 
 
-def move_aside(state_dir: Path) -> Path | None:
+def move_aside(state_dir: Path, name: str = STATE_FILE) -> Path | None:
     """Rename an unusable state file to ``jobcompd_state.bad-<epoch-ns>`` to be inspected."""
-    path = state_path(state_dir)
-    target = path.with_name(f"{STATE_FILE}.bad-{time.time_ns()}")
+    path = state_path(state_dir, name)
+    target = path.with_name(f"{name}.bad-{time.time_ns()}")
     try:
         os.replace(path, target)
     except FileNotFoundError:
@@ -89,10 +92,10 @@ def move_aside(state_dir: Path) -> Path | None:
     return target
 
 
-def save(state_dir: Path, state: State) -> None:
+def save(state_dir: Path, state: State, name: str = STATE_FILE) -> None:
     """Write atomically: a new file, fsync, rename over the old one, fsync the folder."""
-    path = state_path(state_dir)
-    tmp = path.with_name(f"{STATE_FILE}.new")
+    path = state_path(state_dir, name)
+    tmp = path.with_name(f"{name}.new")
     state.saved_at = time.time()
     state.pid = os.getpid()
     data = _encoder.encode(state)
@@ -118,6 +121,10 @@ def save(state_dir: Path, state: State) -> None:
 
 class InstanceLock:
     """An exclusive flock on ``StateSaveLocation/jobcompd.lock``, held for the daemon's lifetime.
+
+    It guards this host's files (the status file, and the state file unless it follows a
+    shared spool), tells ``jobcompd status`` that a daemon runs here (/proc/locks), and keeps
+    out a jobcompd release that knows no spool lock. A standby holds it while it waits.
 
     flock is released by the kernel when the process dies, so a SIGKILLed daemon never leaves a
     stale lock behind. The file holds the holder's pid, for the error message of a second instance.

@@ -27,6 +27,7 @@ from jobcompd.service.statefile import LOCK_FILE
 
 if TYPE_CHECKING:
     from jobcompd.config import Config
+    from jobcompd.service.telemetry import Role
 
 STATUS_FILE = "jobcompd.status"
 STATUS_VERSION = 1
@@ -35,7 +36,7 @@ STATUS_VERSION = 1
 UPDATE_INTERVAL_S = 5.0
 #: Owner and group (SlurmUser, its group) may read it; it holds no secret but paths and names.
 STATUS_MODE = 0o640
-STATES = ("starting", "running", "reloading", "stopping", "stopped")
+STATES = ("starting", "standby", "running", "reloading", "stopping", "stopped")
 _MAX_BYTES = 1 << 20
 
 
@@ -85,12 +86,14 @@ def build_status(
     restart_needed: Mapping[str, str] | None = None,
     interval_s: float = UPDATE_INTERVAL_S,
     now: float | None = None,
+    role: Role | None = None,
 ) -> dict[str, Any]:
     """The status document. ``state`` is one of STATES; ``started_at``, ``last_error_at`` and
     ``now`` are Unix times; ``oldest_pending_ns`` is the spool time stamp (epoch ns) of the
     oldest unacknowledged record; ``config`` is :func:`config_summary`'s result (the
     configuration in force); ``restart_needed`` maps the keys a reload changed but could not
-    apply to their configured values."""
+    apply to their configured values; ``role`` says whether this daemon holds the spool
+    lock (``active``) or stands by, and who holds it (``lock_holder``)."""
     if state not in STATES:
         raise ValueError(f"status state {state!r}: expected one of {', '.join(STATES)}")
     now = time.time() if now is None else now
@@ -118,7 +121,15 @@ def build_status(
         "last_error": (None if last_error is None
                        else {"message": last_error, "at": last_error_at}),
         "config": dict(config),
+        **_role_fields(role),
     }
+
+
+def _role_fields(role: Role | None) -> dict[str, Any]:
+    if role is None:
+        return {}
+    return {"role": "active" if role.active else "standby", "lock_holder": role.holder,
+            "standby_waited_s": round(role.waited_s, 1)}
 
 
 # --------------------------------------------------------------------------- the file

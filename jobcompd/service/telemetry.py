@@ -18,11 +18,21 @@ from jobcompd.config import Config
 from jobcompd.service import metrics as metricsmod
 from jobcompd.service import notify
 from jobcompd.service import statusfile as statusmod
+from jobcompd.service.rolemetrics import RoleGauges
 
 log = structlog.get_logger("jobcompd")
 
 #: How often the gauges, STATUS= and the status file are brought up to date.
 TICK_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """Whether this daemon drains the spool (holds its lock) or stands by for it."""
+
+    active: bool
+    holder: str  # host:pid of the spool lock's holder (this daemon's own when active)
+    waited_s: float = 0.0  # how long this daemon waited for the lock (so far, when standby)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +49,7 @@ class Snapshot:
     unreadable: int  # records in new/ the daemon may not open
     restart_needed: dict[str, str]  # keys a reload could not apply -> configured values
     config: Config  # the configuration in force
+    role: Role | None = None  # None: a daemon that holds its spool's lock since it started
 
 
 class Telemetry:
@@ -52,6 +63,9 @@ class Telemetry:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.status_text = ""
+        self.role_gauges = RoleGauges()
+        metrics.registry.register(self.role_gauges)
+        metrics.http_registry.register(self.role_gauges)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -102,6 +116,10 @@ class Telemetry:
             broker_up=snap.broker_up, last_error=self.last_error,
             backlog_truncated=snap.backlog_truncated,
         )
+        if snap.role is not None and not snap.role.active:
+            text = notify.standby_status(snap.role.holder)
+        if snap.role is not None:
+            self.role_gauges.set(active=snap.role.active, waited_s=snap.role.waited_s)
         if text != self.status_text:
             self.status_text = text
             notify.status(text)
@@ -128,5 +146,5 @@ class Telemetry:
             config=statusmod.config_summary(snap.config), last_error=self.last_error,
             last_error_at=self.last_error_at, backlog_truncated=snap.backlog_truncated,
             dead_letters=snap.dead_letters, interval_s=TICK_S, unreadable=snap.unreadable,
-            restart_needed=snap.restart_needed,
+            restart_needed=snap.restart_needed, role=snap.role,
         )
