@@ -32,6 +32,7 @@ import concurrent.futures
 import multiprocessing
 import os
 import re
+import resource
 import threading
 import time
 import urllib.request
@@ -54,11 +55,14 @@ from bench.harness import (
     stop_daemon,
     wait_until,
 )
+from bench.hook import build_c_hook
 from tests.broker import free_port
 from tests.support import HOOK
 
 NAME = "latency"
 RATE = 1_000
+#: Slurm's most: about 500 job ends a second, each through jobcomp/script's hook, one at a time.
+HOOK_RATE = 500
 WRITERS = 8
 GOAL_P99_MS = 50.0
 
@@ -121,6 +125,43 @@ def hook_drops(spool: Path, seconds: float, first_job: int) -> dict[int, int]:
     finally:
         os.close(null)
     return done
+
+
+def paced_hooks(hook: str, spool: str, rate: float, seconds: float,
+                first_job: int) -> tuple[int, float, float]:
+    """Run ``hook`` serially, as jobcomp/script does, at ``rate`` per second for ``seconds``
+    (execve, Slurm's environment, no shell); return (records written, seconds taken, CPU
+    seconds of the hooks)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    actions = [(os.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)]
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = int(rate * seconds)
+    start = time.monotonic() + 0.1
+    try:
+        for i in range(total):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            env = {**workload.slurm_env(first_job + i), "JOBCOMPD_SPOOL": spool}
+            pid = os.posix_spawn(hook, [hook], env, file_actions=actions)
+            _, status = os.waitpid(pid, 0)
+            if status != 0:
+                raise RuntimeError(f"hook exited with status {status} for job {first_job + i}")
+    finally:
+        os.close(null)
+    took = time.monotonic() - start
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return total, took, (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+
+
+def paced_hooks_elsewhere(hook: Path, spool: Path, rate: float, seconds: float,
+                          first_job: int) -> tuple[int, float, float]:
+    """``paced_hooks`` in a process of its own (spawned: this one has threads)."""
+    with concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        return pool.submit(paced_hooks, str(hook), str(spool), rate, seconds,
+                           first_job).result()
 
 
 def _paced_drops_timed(
@@ -253,6 +294,29 @@ def _paced_run(d: RunningDaemon, spool: Path, metrics_url: str, seconds: float,
     )
 
 
+def _hook_run(d: RunningDaemon, spool: Path, metrics_url: str, seconds: float,
+              first_job: int, hook: Path) -> _Paced:
+    """The compiled hook at HOOK_RATE, serially, as slurmctld runs it; judged like
+    ``_paced_run`` on the daemon's histogram (hook's name stamp to acknowledgement)."""
+    before = histogram(metrics_url)
+    busy0, total0 = machine_busy()
+    daemon_cpu0 = cpu_seconds(d.pid)
+    count, took, hook_cpu = paced_hooks_elsewhere(hook, spool, HOOK_RATE, seconds, first_job)
+    daemon_cpu = cpu_seconds(d.pid) - daemon_cpu0
+    busy1, total1 = machine_busy()
+    wait_until(lambda: histogram(metrics_url)[-1][1] - before[-1][1] >= count, 120,
+               interval=0.1, what=f"{count} acknowledgements")
+    return _Paced(
+        buckets=histogram_delta(histogram(metrics_url), before),
+        rate=count / took,
+        count=count,
+        writer_ms=[],
+        cpu_note=f"the hook's CPU {1e3 * hook_cpu / max(count, 1):.2f} ms per record; "
+        f"CPU in that time: daemon {daemon_cpu / took:.0%} of a core, hooks "
+        f"{hook_cpu / took:.0%}, machine {(busy1 - busy0) / (total1 - total0):.0%} busy",
+    )
+
+
 def _judged_row(bench: str, what: str, seconds: float, run: _Paced, how: str) -> Row:
     within = share_within(run.buckets, GOAL_P99_MS / 1e3)
     return Row(
@@ -263,8 +327,9 @@ def _judged_row(bench: str, what: str, seconds: float, run: _Paced, how: str) ->
         goal=f"p99 <= {GOAL_P99_MS:g} ms",
         met=within >= 0.99,
         note=f"{run.buckets[-1][1]:,.0f} records {how}, {within:.2%} within {GOAL_P99_MS:g} ms; "
-        f"the writer's own share (its fsyncs) p50 {median(run.writer_ms):.1f}, p99 "
-        f"{percentile(run.writer_ms, 99):.1f} ms; {run.cpu_note}",
+        + (f"the writer's own share (its fsyncs) p50 {median(run.writer_ms):.1f}, p99 "
+           f"{percentile(run.writer_ms, 99):.1f} ms; " if run.writer_ms else "")
+        + run.cpu_note,
     )
 
 
@@ -304,7 +369,9 @@ def run(ctx: Context) -> list[Row]:
                 hook_lat = latencies_ms(hooked, got.times)
             # The judged runs: nothing else on the machine but the broker and the writers.
             files = _paced_run(d, spool, metrics_url, seconds, first + 20_000_000)
-            total = 1 + len(drops) + len(hooked) + files.count
+            c_hook = build_c_hook(root)
+            hooks = _hook_run(d, spool, metrics_url, seconds, first + 30_000_000, c_hook)
+            total = 1 + len(drops) + len(hooked) + files.count + hooks.count
             with arrivals(tansu.bootstrap, d.dut.topic) as check:
                 check.wait_for(total, timeout=120)  # every record arrived, once or more
             stop_daemon(d)
@@ -313,6 +380,8 @@ def run(ctx: Context) -> list[Row]:
     return [
         _judged_row("3. steady latency", "drop-to-ack", seconds, files,
                     "dropped into new/ (tmp/, fsync, rename, fsync new/)"),
+        _judged_row("3. steady latency, compiled hook", "stamp-to-ack", seconds, hooks,
+                    "written by the compiled hook, one at a time as jobcomp/script runs it"),
         _row(
             "3. latency at a consumer",
             "drop-to-receipt",
