@@ -26,7 +26,9 @@ KEYS = (
     "JobCompLoc",
     "JobCompParams",
     "SpoolDir",
+    "SpoolMinFreeBytes",
     "StateSaveLocation",
+    "Standby",
     "DebugFlags",
     "SlurmConf",
     "LogTarget",
@@ -64,6 +66,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert cfg.kafka == (KafkaProperty("bootstrap.servers", "127.0.0.1:9092", 1),)
     assert cfg.spool_dir == Path("/var/spool/jobcompd")
     assert cfg.state_dir == Path("/var/lib/jobcompd")
+    assert cfg.spool_min_free_bytes == 64 << 20
     assert cfg.debug_flags == frozenset()
     assert not cfg.debug_jobcomp
     assert cfg.slurm_conf is None
@@ -308,6 +311,22 @@ def test_bad_listen_address(tmp_path: Path, value: str) -> None:
     message = error_of(path)
     assert message.startswith(f"{path}:3: MetricsListen: ")
     assert "host:port or [IPv6]:port" in message
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("0", 0), ("4096", 4096), ("64M", 64 << 20), ("64m", 64 << 20), ("2G", 2 << 30),
+    ("1T", 1 << 40), ("512k", 512 << 10), ("1024T", 1 << 50)])
+def test_spool_min_free_bytes(tmp_path: Path, value: str, expected: int) -> None:
+    assert load(write(tmp_path, f"SpoolMinFreeBytes={value}\n")).spool_min_free_bytes == expected
+
+
+@pytest.mark.parametrize("value", ["64MB", "64 M", "-1", "1.5G", "1025T", "1P", "M",
+                                   "99999999999999999", "0x10"])
+def test_bad_spool_min_free_bytes(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, f"SpoolMinFreeBytes={value}\n")
+    message = error_of(path)
+    assert message.startswith(f"{path}:3: SpoolMinFreeBytes={value}: expected bytes, or a "
+                              "number with K, M, G or T (1024-based), from 0 to "), message
 
 
 def test_metrics_textfile_needs_prom_suffix(tmp_path: Path) -> None:

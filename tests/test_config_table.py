@@ -61,7 +61,7 @@ def test_literal_defaults_parse_alone(tmp_path: Path) -> None:
     ctx = Context(tmp_path / "jobcompd.conf", {})
     parsed = {k.name: k.parse(k.default, "where", ctx) for k in KEYS
               if k.default and k.name != "JobCompParams"}
-    assert parsed == {"SpoolDir": config.DEFAULT_SPOOL_DIR,
+    assert parsed == {"SpoolDir": config.DEFAULT_SPOOL_DIR, "SpoolMinFreeBytes": 64 << 20,
                       "StateSaveLocation": config.DEFAULT_STATE_DIR,
                       "LogTarget": "auto", "LogFormat": "logfmt", "Standby": False}
     assert ctx.warnings == []

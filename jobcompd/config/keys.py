@@ -32,6 +32,7 @@ from jobcompd.config.kafka import (
 from jobcompd.config.params import parse_params
 from jobcompd.config.slurmconf import SlurmConf, read_slurm_conf, uid_of
 from jobcompd.config.source import C_SPACE, ConfigError, Entry, clip, read_text, resolve, suggest
+from jobcompd.spool.space import MAX_MIN_FREE_BYTES
 
 DEFAULT_SPOOL_DIR = Path("/var/spool/jobcompd")
 DEFAULT_STATE_DIR = Path("/var/lib/jobcompd")
@@ -309,6 +310,20 @@ def _listen(purpose: str) -> Parser:
     return parse
 
 
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _size(value: str, where: str, ctx: Context) -> int:
+    """Bytes, or with a suffix K, M, G or T (powers of 1024, as Slurm's sizes)."""
+    m = re.fullmatch(r"([0-9]{1,16})([KkMmGgTt]?)", value)
+    size = int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()] if m else -1
+    if not 0 <= size <= MAX_MIN_FREE_BYTES:
+        raise ConfigError(f"{where}={clip(value)}: expected bytes, or a number with K, M, G or "
+                          f"T (1024-based), from 0 to {MAX_MIN_FREE_BYTES} (1P); for example "
+                          "64M")
+    return size
+
+
 def _textfile(value: str, where: str, ctx: Context) -> Path:
     path = resolve(value, ctx.base)
     if path.suffix != ".prom":
@@ -341,6 +356,12 @@ KEYS: tuple[Key, ...] = (
         "`Standby=yes` also the state file); must be the hook's spool",
         _path, default=str(DEFAULT_SPOOL_DIR), reload=False,
         empty_hint=f"remove the line to use the default {DEFAULT_SPOOL_DIR}"),
+    Key("SpoolMinFreeBytes", "spool_min_free_bytes",
+        "the hooks and jobcompd's own writers refuse a record while `SpoolDir`'s file system "
+        "has less free space than this (K, M, G, T: 1024-based; 0: never; below, \"A full "
+        "spool\")", _size, default="64M",
+        empty_hint="remove the line to use the default (64M), or write 0 to turn the check "
+        "off"),
     Key("StateSaveLocation", "state_dir",
         "the status file and its lock, and the state file unless `Standby=yes` (then it "
         "follows the spool); local to each host",

@@ -27,6 +27,7 @@ class Config:
     kafka: tuple[KafkaProperty, ...]
     params: Params
     spool_dir: Path
+    spool_min_free_bytes: int
     state_dir: Path
     standby: bool
     debug_flags: frozenset[str]
