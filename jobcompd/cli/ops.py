@@ -256,6 +256,22 @@ def _entries(sp: spoolmod.Spool) -> list[tuple[str, dict]]:
     return sp.failed_entries()
 
 
+_Failed = tuple[spoolmod.Spool, "configmod.Config | None", list[tuple[str, dict]]]
+
+
+def _open_failed(args: argparse.Namespace) -> _Failed | int:
+    """The spool, its configuration (None with --spool-dir) and the dead letters in failed/;
+    or, when they cannot be had, the exit status after saying why."""
+    try:
+        sp, cfg = _open_spool(args)
+        return sp, cfg, _entries(sp)
+    except configmod.ConfigError as e:
+        _err(f"{e}\n(give --spool-dir DIR to work without the configuration)")
+        return os.EX_CONFIG
+    except OSError as e:
+        return _fail_os(e, f"cannot list {args.spool_dir or 'SpoolDir'}/failed")
+
+
 def _fail_os(e: OSError, what: str) -> int:
     if isinstance(e, PermissionError):
         _err(f"{what}: permission denied; run as root or as the daemon's user (SlurmUser)")
@@ -285,14 +301,10 @@ def _describe(name: str, info: dict) -> dict[str, Any]:
 
 
 def cmd_failed_list(args: argparse.Namespace) -> int:
-    try:
-        sp, _ = _open_spool(args)
-        entries = _entries(sp)
-    except configmod.ConfigError as e:
-        _err(f"{e}\n(give --spool-dir DIR to work without the configuration)")
-        return os.EX_CONFIG
-    except OSError as e:
-        return _fail_os(e, f"cannot list {args.spool_dir or 'SpoolDir'}/failed")
+    opened = _open_failed(args)
+    if isinstance(opened, int):
+        return opened
+    sp, _, entries = opened
     rows = [_describe(n, i) for n, i in entries]
     if args.reason is not None:
         problem = _unknown_reason(args.reason, [r["reason"] for r in rows])
@@ -365,14 +377,11 @@ def _name_of(arg: str, sp: spoolmod.Spool) -> str:
 
 
 def cmd_failed_show(args: argparse.Namespace) -> int:
-    try:
-        sp, cfg = _open_spool(args)
-        entries = dict(_entries(sp))
-    except configmod.ConfigError as e:
-        _err(f"{e}\n(give --spool-dir DIR to work without the configuration)")
-        return os.EX_CONFIG
-    except OSError as e:
-        return _fail_os(e, f"cannot list {args.spool_dir or 'SpoolDir'}/failed")
+    opened = _open_failed(args)
+    if isinstance(opened, int):
+        return opened
+    sp, cfg, listed = opened
+    entries = dict(listed)
     status = os.EX_OK
     for i, arg in enumerate(args.names):
         if i:
@@ -480,14 +489,10 @@ def cmd_failed_retry(args: argparse.Namespace) -> int:
         _err("failed retry: name the dead letters, or give --all or --reason REASON "
              "(exactly one of these)")
         return os.EX_USAGE
-    try:
-        sp, cfg = _open_spool(args)
-        entries = _entries(sp)
-    except configmod.ConfigError as e:
-        _err(f"{e}\n(give --spool-dir DIR to work without the configuration)")
-        return os.EX_CONFIG
-    except OSError as e:
-        return _fail_os(e, f"cannot list {args.spool_dir or 'SpoolDir'}/failed")
+    opened = _open_failed(args)
+    if isinstance(opened, int):
+        return opened
+    sp, cfg, entries = opened
     if args.reason is not None:
         problem = _unknown_reason(args.reason, [info.get("reason", "unknown")
                                                 for _, info in entries])

@@ -93,6 +93,20 @@ def _retried(dut) -> int:
     return int(doc.get("counters", {}).get("retried", 0))
 
 
+def _outage_with_records(dut, broker, first_id: int, count: int, **params: str) -> list[int]:
+    """A daemon started with no broker to reach (message.timeout.ms of 1 s, retries every
+    second), and ``count`` records in its spool."""
+    dut.params.update(retry_backoff_max="1", **params)
+    dut.kafka["message.timeout.ms"] = "1000"
+    dut.write_config()
+    broker.stop()
+    dut.start()
+    sent = [first_id + i for i in range(count)]
+    for job_id in sent:
+        drop(dut.spool, job_id)
+    return sent
+
+
 _KEY = re.compile(r"\bmsg=(\S+).*?\b(?:code|facility)=(\S+)")
 
 
@@ -100,14 +114,7 @@ def test_an_unreachable_broker_logs_each_error_once_a_minute(dut, own_broker):
     """Refused connections and timed-out records repeat every second or so; the journal gets
     one line per distinct error (by source and code, not by text) per minute, no line per
     record, one line when the broker is lost and one when it answers again."""
-    dut.params.update(retry_backoff_max="1")
-    dut.kafka["message.timeout.ms"] = "1000"
-    dut.write_config()
-    own_broker.stop()
-    dut.start()
-    sent = [5_000_000 + i for i in range(20)]
-    for job_id in sent:
-        drop(dut.spool, job_id)
+    sent = _outage_with_records(dut, own_broker, 5_000_000, 20)
     # Twenty records timing out and retried every second or two: repeats by the dozen.
     wait_for(lambda: _retried(dut) >= 60, 60, interval=0.2, what="60 retries in the outage")
     lines = dut.log_lines()
@@ -131,15 +138,8 @@ def test_an_unreachable_broker_logs_each_error_once_a_minute(dut, own_broker):
 
 def test_dead_letter_after_moves_records_that_waited_longer_to_failed(dut, own_broker):
     """The operator's own limit: a record that times out again more than dead_letter_after
-    after it was first sent goes to failed/ as timeout (and back with failed retry)."""
-    dut.params.update(dead_letter_after="3", retry_backoff_max="1")
-    dut.kafka["message.timeout.ms"] = "1000"
-    dut.write_config()
-    own_broker.stop()
-    dut.start()
-    sent = [5_100_000 + i for i in range(5)]
-    for job_id in sent:
-        drop(dut.spool, job_id)
+    after it was first sent goes to failed/ as timeout."""
+    sent = _outage_with_records(dut, own_broker, 5_100_000, 5, dead_letter_after="3")
     wait_for(lambda: len(dut.failed_files()) == 2 * len(sent), 60, interval=0.2,
              what="every record dead-lettered as timeout")
     for name in dut.failed_files():
