@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -458,3 +459,45 @@ def test_a_long_linger_is_no_stall(daemon):
         daemon.hook(end_env(501 + i))
     assert sorted(ids_of(daemon.consume(3, timeout=60))) == [501, 502, 503]
     assert daemon.log_lines("producer_rebuilt") == []
+
+
+def test_sighup_applies_every_key_but_the_two_that_need_a_restart(daemon, tmp_path):
+    """A reload of every key at once: each one is in force afterwards, not just shown."""
+    daemon.start()
+    port_m, port_h = free_port(), free_port()
+    textfile = tmp_path / "jobcompd.prom"
+    daemon.topic += "-reloaded"
+    daemon.cluster = "reloadedcluster"
+    daemon.params.update(max_inflight="77", max_record_bytes="200000", send_comment=None,
+                         retry_backoff_max="7", stall_timeout="40", rescan_interval="9")
+    daemon.kafka["linger.ms"] = "7"
+    daemon.extra_conf.update({
+        "DebugFlags": "JobComp", "LogFormat": "json", "SpoolOwners": "root,64030",
+        "MetricsListen": f"127.0.0.1:{port_m}", "HttpListen": f"127.0.0.1:{port_h}",
+        "MetricsTextfile": str(textfile)})
+    daemon.write_config()
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: '"msg": "reloaded"' in daemon.log_text(), 20, what="the reload (as JSON)")
+
+    cfg = _status(daemon)["config"]
+    assert cfg["cluster_name"] == "reloadedcluster" and cfg["log_format"] == "json"
+    assert cfg["params"]["topic"] == daemon.topic and cfg["params"]["max_inflight"] == 77
+    assert cfg["params"]["send_comment"] is True and cfg["debug_flags"] == ["JobComp"]
+    assert cfg["kafka"]["linger.ms"] == "7" and 64030 in cfg["spool_owners"]
+    daemon.hook(end_env(601))
+    (got,) = daemon.consume(1)
+    assert got.key == b"reloadedcluster:601"  # the new ClusterName and topic
+    with urllib.request.urlopen(f"http://127.0.0.1:{port_m}/metrics", timeout=10) as r:
+        assert b"jobcompd_records_delivered_total" in r.read()
+    conn = http.client.HTTPConnection("127.0.0.1", port_h, timeout=10)
+    try:
+        conn.request("POST", "/slurm/jobcomp", body=b'{"jobid":602,"state":"COMPLETED"}',
+                     headers={"Content-Type": "application/json"})
+        assert conn.getresponse().status == 201
+    finally:
+        conn.close()
+    assert sorted(ids_of(daemon.consume(2, settle=0.5))) == [601, 602]
+    wait_for(textfile.exists, 30, what="the metrics textfile")
+    traced = [json.loads(ln) for ln in daemon.log_text().splitlines() if ln.startswith("{")]
+    assert any(e.get("msg") == "delivered" and e.get("job_id") == 601 for e in traced)
+    assert _status(daemon)["restart_needed"] == {}
