@@ -43,6 +43,7 @@ from jobcompd.service.supervisor import Supervisor
 from jobcompd.service.telemetry import TICK_S, Role, Snapshot, Telemetry
 from jobcompd.service.window import Window
 from jobcompd.spool.retirer import Retirer
+from jobcompd.spool.space import UsageMeter
 
 log = structlog.get_logger("jobcompd")
 
@@ -90,6 +91,7 @@ class Daemon:
         self._reload_requested = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.retirer = Retirer(self.spool)
+        self.spool_usage = UsageMeter(self.spool.new, interval_s=SLOW_TICK_S)
         self.metrics = metricsmod.Metrics()
         self.telemetry = Telemetry(self.metrics)
         self.dead_letters = DeadLetters(self.spool, self.telemetry)
@@ -208,6 +210,8 @@ class Daemon:
         for warning in cfg.warnings:
             log.warning("config_warning", detail=warning)
         for warning in self.spool.ensure_dirs():
+            log.warning("spool_warning", detail=warning)
+        for warning in self.spool.set_min_free(cfg.spool_min_free_bytes):
             log.warning("spool_warning", detail=warning)
         for name in self.spool.clean_tmp(older_than_s=TMP_MAX_AGE_S):
             log.warning("stale_tmp_removed", file=name,
@@ -445,6 +449,8 @@ class Daemon:
         if todo.spool_limits:
             self.spool.max_record_bytes = new.params.max_record_bytes
             self.spool.allowed_uids = reload.spool_owners(new)
+        for warning in self.spool.set_min_free(new.spool_min_free_bytes):
+            log.warning("spool_warning", detail=warning)
         if todo.metrics:
             self._serve_metrics(new)
         if todo.http:
@@ -517,7 +523,8 @@ class Daemon:
             in_flight=len(self.window), oldest_pending_ns=self.intake.oldest_pending_ns(),
             broker_up=self.supervisor.broker_up, dead_letters=self._dead_letters,
             unreadable=len(self.intake.unreadable), restart_needed=self.restart_needed,
-            config=self.config, role=self.role,
+            config=self.config, role=self.role, spool_free_bytes=self.spool.free_bytes(),
+            spool_bytes=self.spool_usage.measure(now),
         ), textfile=slow)
 
     def _check_spool_lock(self) -> None:

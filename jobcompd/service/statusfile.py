@@ -87,13 +87,17 @@ def build_status(
     interval_s: float = UPDATE_INTERVAL_S,
     now: float | None = None,
     role: Role | None = None,
+    spool_free_bytes: int | None = None,
+    spool_bytes: int | None = None,
+    spool_min_free_bytes: int | None = None,
 ) -> dict[str, Any]:
     """The status document. ``state`` is one of STATES; ``started_at``, ``last_error_at`` and
     ``now`` are Unix times; ``oldest_pending_ns`` is the spool time stamp (epoch ns) of the
     oldest unacknowledged record; ``config`` is :func:`config_summary`'s result (the
     configuration in force); ``restart_needed`` maps the keys a reload changed but could not
     apply to their configured values; ``role`` says whether this daemon holds the spool
-    lock (``active``) or stands by, and who holds it (``lock_holder``)."""
+    lock (``active``) or stands by, and who holds it (``lock_holder``); the ``spool_*`` bytes
+    are the spool's free space, what new/ takes, and SpoolMinFreeBytes (None: not known)."""
     if state not in STATES:
         raise ValueError(f"status state {state!r}: expected one of {', '.join(STATES)}")
     now = time.time() if now is None else now
@@ -117,6 +121,9 @@ def build_status(
         "dead_letters": dead_letters,
         "unreadable": unreadable,
         "restart_needed": dict(restart_needed or {}),
+        "spool_free_bytes": spool_free_bytes,
+        "spool_bytes": spool_bytes,
+        "spool_min_free_bytes": spool_min_free_bytes,
         "counters": dict(counters),
         "last_error": (None if last_error is None
                        else {"message": last_error, "at": last_error_at}),

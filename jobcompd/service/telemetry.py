@@ -19,6 +19,8 @@ from jobcompd.service import metrics as metricsmod
 from jobcompd.service import notify
 from jobcompd.service import statusfile as statusmod
 from jobcompd.service.rolemetrics import RoleGauges
+from jobcompd.service.spoolmetrics import SpoolGauges
+from jobcompd.service.throttle import LogThrottle
 
 log = structlog.get_logger("jobcompd")
 
@@ -50,6 +52,8 @@ class Snapshot:
     restart_needed: dict[str, str]  # keys a reload could not apply -> configured values
     config: Config  # the configuration in force
     role: Role | None = None  # None: a daemon that holds its spool's lock since it started
+    spool_free_bytes: int | None = None  # free on the spool's file system (None: not known)
+    spool_bytes: int | None = None  # disk space the records in new/ take (None: not known)
 
 
 class Telemetry:
@@ -63,9 +67,15 @@ class Telemetry:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.status_text = ""
+        self._throttle = LogThrottle()  # files that cannot be written: a line a minute
         self.role_gauges = RoleGauges()
         metrics.registry.register(self.role_gauges)
         metrics.http_registry.register(self.role_gauges)
+        self.spool_gauges = SpoolGauges()
+        metrics.registry.register(self.spool_gauges)
+        metrics.http_registry.register(self.spool_gauges)
+        #: whether the spool was below SpoolMinFreeBytes at the last snapshot (None: unknown)
+        self.spool_low: bool | None = None
 
     # -- events ---------------------------------------------------------------------------
 
@@ -123,6 +133,7 @@ class Telemetry:
         if text != self.status_text:
             self.status_text = text
             notify.status(text)
+        self._spool_space(snap)
         self.metrics.set_state(
             backlog=snap.backlog, in_flight=snap.in_flight,
             oldest_pending_ns=snap.oldest_pending_ns, broker_up=snap.broker_up,
@@ -131,12 +142,40 @@ class Telemetry:
         try:
             statusmod.write_status(snap.config.state_dir, self.status_document(snap))
         except OSError as e:
-            log.warning("status_file_unwritable", path=str(snap.config.state_dir), error=str(e))
+            if self._throttle.admit(("status_file_unwritable", e.errno)) is not None:
+                log.warning("status_file_unwritable", path=str(snap.config.state_dir),
+                            error=str(e))
         if textfile and snap.config.metrics_textfile is not None:
             try:
                 self.metrics.write_textfile(snap.config.metrics_textfile)
             except metricsmod.MetricsError as e:
-                log.warning("metrics_textfile_unwritable", error=str(e))
+                if self._throttle.admit("metrics_textfile_unwritable") is not None:
+                    log.warning("metrics_textfile_unwritable", error=str(e))
+
+    def _spool_space(self, snap: Snapshot) -> None:
+        """The capacity gauges, and one log line each time the spool's file system falls
+        below SpoolMinFreeBytes (every writer refuses records then) or is back above it."""
+        threshold = snap.config.spool_min_free_bytes
+        self.spool_gauges.set(free_bytes=snap.spool_free_bytes, new_bytes=snap.spool_bytes,
+                              min_free_bytes=threshold)
+        if snap.spool_free_bytes is None:
+            return
+        low = snap.spool_free_bytes < threshold
+        if low and self.spool_low is not True:
+            message = (f"{snap.spool_free_bytes} bytes free on the spool's file system, less "
+                       f"than SpoolMinFreeBytes={threshold}")
+            self.note_error(message)
+            log.error("spool_nearly_full", free_bytes=snap.spool_free_bytes,
+                      min_free_bytes=threshold, new_bytes=snap.spool_bytes,
+                      spool=str(snap.config.spool_dir),
+                      detail="the hooks refuse new records (exit 74; a PrologSlurmctld start "
+                      "record is lost, see journalctl -t jobcompd-spool) and the HTTP intake "
+                      "answers 503 until there is room: bring the broker back so the backlog "
+                      "drains, or free space on that file system")
+        elif not low and self.spool_low:
+            log.warning("spool_space_recovered", free_bytes=snap.spool_free_bytes,
+                        min_free_bytes=threshold, detail="records are accepted again")
+        self.spool_low = low
 
     def status_document(self, snap: Snapshot) -> dict[str, Any]:
         return statusmod.build_status(
@@ -147,4 +186,6 @@ class Telemetry:
             last_error_at=self.last_error_at, backlog_truncated=snap.backlog_truncated,
             dead_letters=snap.dead_letters, interval_s=TICK_S, unreadable=snap.unreadable,
             restart_needed=snap.restart_needed, role=snap.role,
+            spool_free_bytes=snap.spool_free_bytes, spool_bytes=snap.spool_bytes,
+            spool_min_free_bytes=snap.config.spool_min_free_bytes,
         )

@@ -28,11 +28,12 @@ pytestmark = [pytest.mark.broker, pytest.mark.faults]
 
 
 def test_full_spool(dut, own_broker, tmp_path):
+    """SpoolMinFreeBytes=0: the check off, the disk itself runs full (with the threshold:
+    tests/faults/test_spool_capacity.py)."""
     dut.params.update(rescan_interval="1")
+    dut.extra_conf["SpoolMinFreeBytes"] = "0"
     dut.write_config()
     with small_filesystem(dut.spool, "2m"):
-        # The free-space threshold off: this test is about the disk itself running full.
-        (dut.spool / ".min-free-bytes").write_text("0\n")
         dut.start()
         sent = []
         for i in range(20):
