@@ -233,3 +233,46 @@ def test_flock_alone_would_not_be_seen_by_an_ofd_lock(tmp_path):
         assert not SpoolLock(tmp_path).try_acquire()
     finally:
         os.close(fd)
+
+
+# --------------------------------------------------------------------------- drain-spool
+
+
+def _drain(dut: DaemonUnderTest, path: Path, *more: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobcompd", "drain-spool", "-c", str(dut.conf),
+                           str(path), *more], capture_output=True, text=True, timeout=60)
+
+
+def test_drain_spool_moves_records_once_and_finishes_an_interrupted_run(tmp_path):
+    here = DaemonUnderTest(root=tmp_path / "here", bootstrap="127.0.0.1:9")
+    for sub in ("tmp", "new", "failed"):
+        (here.spool / sub).mkdir(parents=True)
+    dead = tmp_path / "dead-spool"
+    for sub in ("tmp", "new", "failed"):
+        (dead / sub).mkdir(parents=True)
+    names = [f"17956184560000000{i:02d}.{40 + i}.end.env" for i in range(5)]
+    for i, name in enumerate(names):
+        (dead / "new" / name).write_bytes(f"JOBID={40 + i}\0".encode())
+    # An earlier run copied the first record and died before removing it at the source.
+    (here.spool / "new" / names[0]).write_bytes(b"JOBID=40\0")
+    # Another record of this host already has the second one's name.
+    (here.spool / "new" / names[1]).write_bytes(b"JOBID=41\0OTHER=1\0")
+    (dead / "new" / "not-a-record").write_bytes(b"x")
+    (dead / "failed" / "x").write_bytes(b"x")
+    assert _drain(here, dead, "--dry-run").returncode == 65
+    assert len(os.listdir(dead / "new")) == 6
+    res = _drain(here, dead)
+    assert res.returncode == 65, res.stderr
+    assert "moved 4 records" in res.stdout and "1 were there already" in res.stdout
+    assert "left in place: not-a-record" in res.stdout
+    assert "dead letters" in res.stdout
+    assert os.listdir(dead / "new") == ["not-a-record"]
+    here_new = sorted(os.listdir(here.spool / "new"))
+    assert len(here_new) == 6 and set(names) <= set(here_new)
+    assert not os.listdir(here.spool / "tmp")
+    contents = sorted((here.spool / "new" / n).read_bytes() for n in here_new)
+    assert contents.count(b"JOBID=41\0") == 1 and contents.count(b"JOBID=40\0") == 1
+    again = _drain(here, dead)
+    assert "moved 0 records" in again.stdout
+    assert _drain(here, here.spool).returncode == 64
+    assert _drain(here, tmp_path / "nothing").returncode == 66

@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"jobcompd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_run, _add_check, _add_consume, _add_status, _add_failed, _add_schema,
-                _add_backfill):
+                _add_backfill, _add_drain_spool):
         add(sub)
     return parser
 
@@ -126,14 +126,16 @@ def _add_run(sub: Any) -> None:
         "SIGTERM or SIGINT stops it after flush_timeout, leaving what was not acknowledged in "
         "the spool. 'jobcompd check' tests first what it needs.",
         epilog=exit_status(
-            (os.EX_OK, "stopped by SIGTERM or SIGINT"),
+            (os.EX_OK, "stopped by SIGTERM or SIGINT (as the active daemon or the standby)"),
             (os.EX_UNAVAILABLE, "HttpListen cannot be served (address in use, or a port below "
              "1024)"),
             (os.EX_CANTCREAT, "StateSaveLocation or SpoolDir missing, or not writable by "
              "this user"),
-            (os.EX_TEMPFAIL, "another jobcompd already runs with this StateSaveLocation"),
+            (os.EX_TEMPFAIL, "another jobcompd already runs with this StateSaveLocation, or "
+             "holds SpoolDir's lock and Standby=no; or the spool lock was lost while running"),
             (os.EX_CONFIG, "bad configuration (the message names the file, line and key), "
-             "librdkafka refused the properties, or SpoolDir/seg/ holds segment files; "
+             "librdkafka refused the properties, SpoolDir/seg/ holds segment files, or "
+             "Standby=yes on a mount whose locks stay on this host; "
              "jobcompd.service does not restart after it"),
         ))
     _add_config_arg(p)
@@ -364,3 +366,27 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _add_drain_spool(sub: Any) -> None:
+    p = sub.add_parser(
+        "drain-spool", help="move another host's spool records into this one's, to be sent",
+        formatter_class=HelpFormatter,
+        description="Move the records in PATH/new/ (another controller's spool, its disk "
+        "mounted or copied here) into this host's SpoolDir/new/, where the running jobcompd "
+        "sends them once, with the jobcompd-id the other host's daemon would have given them. "
+        "Each record is written and fsynced here before it is removed at PATH, so a crash "
+        "loses nothing and running the command again only finishes the job. PATH/failed/ "
+        "(dead letters) and PATH/tmp/ (partial writes) are left alone. Never point it at a "
+        "spool whose own jobcompd still runs: that one would send the same records too.",
+        epilog=exit_status(
+            (os.EX_OK, "every record was moved"),
+            (os.EX_DATAERR, "some entries of PATH/new/ are no records and stay there (listed)"),
+            (os.EX_USAGE, "PATH is this host's own spool"),
+            (os.EX_NOINPUT, "PATH has no new/, or a record could not be written here"),
+            (os.EX_CONFIG, "bad configuration"),
+        ))
+    _add_config_arg(p)
+    p.add_argument("path", metavar="PATH", help="the other spool (or its new/ folder)")
+    p.add_argument("--dry-run", action="store_true", help="count what would move, move nothing")
+    p.set_defaults(func=_Handler("drainspool", "cmd_drain_spool"))

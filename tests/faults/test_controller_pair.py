@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -185,3 +186,40 @@ def test_a_hung_active_keeps_the_lock_until_the_watchdog_kills_it(pair, request)
     finally:
         dog.stop()
         sock.close()
+
+
+def test_local_spools_a_dead_controllers_spool_is_drained_from_here(tmp_path, own_broker,
+                                                                    request):
+    """The default layout: each controller's daemon drains the spool its own hook writes.
+    ctl1 dies (SIGKILL) while its hook still writes; its spool, as if its disk were mounted
+    here, is moved by ``jobcompd drain-spool`` into ctl2's, and ctl2 sends it."""
+    random = rng(request.node.name)
+    ctl1 = DaemonUnderTest(root=tmp_path / "ctl1", bootstrap=own_broker.bootstrap)
+    ctl2 = DaemonUnderTest(root=tmp_path / "ctl2", bootstrap=own_broker.bootstrap,
+                           topic=ctl1.topic)
+    ctl1.start()
+    ctl2.start()
+    one = Stream(ctl1, 9_000_000, rate=200, hook_every=10).start()
+    two = Stream(ctl2, 9_500_000, rate=200, hook_every=10).start()
+    try:
+        one.wait_sent(200)
+        time.sleep(random.uniform(0.0, 1.5))  # the fault itself: a random moment
+        ctl1.kill()
+        one.wait_sent(len(one.sent) + 100)  # what the hook wrote after the daemon died
+        one.stop()
+        left = len(ctl1.new_files())
+        res = subprocess.run([sys.executable, "-m", "jobcompd", "drain-spool", "-c",
+                              str(ctl2.conf), str(ctl1.spool)],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert f"moved {left} records" in res.stdout
+        two.wait_sent(len(two.sent) + 200)
+    finally:
+        sent = one.stop() + two.stop()
+    got = drain(ctl2, sent, timeout=120, settle=2.0)
+    assert not one.hook_failures and not two.hook_failures
+    t = tally("controller_pair_local_spools", sent, got, ctl2, drained=left)
+    assert t.lost == 0, f"lost {t.missing[:20]}"
+    assert t.dead_lettered == 0
+    assert ctl1.new_files() == []
+    assert ctl2.stop() == 0
