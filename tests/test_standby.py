@@ -276,3 +276,21 @@ def test_drain_spool_moves_records_once_and_finishes_an_interrupted_run(tmp_path
     assert "moved 0 records" in again.stdout
     assert _drain(here, here.spool).returncode == 64
     assert _drain(here, tmp_path / "nothing").returncode == 66
+
+
+def test_check_names_node_local_locks_and_unmapped_owners(monkeypatch, tmp_path):
+    from jobcompd.cli import preflight
+
+    class Cfg:
+        standby = True
+        spool_dir = tmp_path
+
+    (tmp_path / "new").mkdir()
+    os.chown(tmp_path / "new", 65534, 65534)
+    report = preflight.Report(account=None, unit=None)  # type: ignore[arg-type]
+    monkeypatch.setattr(mounts, "mount_of", lambda p: mounts.parse_mountinfo(MOUNTINFO)[5])
+    preflight._check_shared(report, Cfg())  # type: ignore[arg-type]
+    found = {(f.level, f.subject): f.detail for f in report.findings}
+    assert "local_lock=posix" in found[(preflight.FAIL, "SpoolDir")]
+    assert report.code == 78
+    assert "id mapping" in found[(preflight.WARN, "SpoolDir")]

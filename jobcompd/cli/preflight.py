@@ -397,7 +397,38 @@ def check(cfg: configmod.Config, account: Account, unit: UnitInfo | None) -> Rep
     _check_spool(report, cfg, stats, unit)
     # 5. What run survives without, but should be fixed.
     _check_others(report, cfg, stats, unit)
+    # 6. A spool shared by a controller pair: its locks and its owners (run: exit 78).
+    _check_shared(report, cfg)
     return report
+
+
+def _check_shared(report: Report, cfg: configmod.Config) -> None:
+    """A spool on a network file system, or Standby=yes: the lock must be seen by the other
+    host, and NFS v4 must map the spool's owners (else the owner check refuses every record)."""
+    from jobcompd.service import mounts
+
+    mount = mounts.mount_of(cfg.spool_dir)
+    if mount is None or not mount.network:
+        if cfg.standby:
+            where = f"{mount.fstype} on {mount.point}" if mount else "an unknown file system"
+            report.add(WARN, "Standby", f"SpoolDir {cfg.spool_dir} is on {where}, not a "
+                       "shared file system: only daemons of this host can take turns on it",
+                       "put SpoolDir on the file system both controllers mount (NFS v4, "
+                       "GPFS, Lustre -o flock)")
+        return
+    problem = mounts.local_lock_problem(mount)
+    if problem is not None:
+        report.add(FAIL if cfg.standby else WARN, "SpoolDir",
+                   f"{problem}; a standby on the other controller would not see the lock",
+                   "remount as said, or keep Standby=no with a spool of each controller's own",
+                   os.EX_CONFIG)
+    idmap = mounts.idmap_problem(cfg.spool_dir, cfg.spool_dir / "new")
+    if idmap is not None:
+        report.add(WARN, "SpoolDir", f"{idmap}: every such record would go to failed/ "
+                   "(owner)", "fix the id mapping, then jobcompd failed retry --reason owner")
+    elif problem is None:
+        report.add(OK, "SpoolDir", f"{mount.fstype} on {mount.point}: locks are seen by other "
+                   "hosts, owners are mapped")
 
 
 def _probes(cfg: configmod.Config) -> tuple[list[tuple[str, Path]], list[tuple[str, str]]]:
