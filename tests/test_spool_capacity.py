@@ -111,3 +111,29 @@ def test_the_daemon_tells_the_hooks_its_threshold_and_reports_the_spool(
     doc = statusfile.read_status(daemon.state)
     assert doc["spool_min_free_bytes"] == 0 and doc["spool_free_bytes"] > 0
     assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize(("free", "threshold", "line"), [
+    (5 << 30, 64 << 20, "5.0 GiB free, 8.0 KiB in new/; new records refused below 64.0 MiB free"),
+    (1 << 20, 64 << 20, "1.0 MiB free, 8.0 KiB in new/; NEW RECORDS ARE REFUSED below 64.0 MiB "
+     "free (SpoolMinFreeBytes): bring the broker back or free space"),
+    (0, 0, "0 B free, 8.0 KiB in new/; no free-space threshold (SpoolMinFreeBytes=0)"),
+])
+def test_jobcompd_status_shows_the_spool_space(capsys, tmp_path: Path, free: int,
+                                               threshold: int, line: str) -> None:
+    from jobcompd.cli import main as cli
+    from tests.test_status import LockHolder, sample_status
+
+    dut = DaemonUnderTest(root=tmp_path, bootstrap="127.0.0.1:9")
+    holder = LockHolder(dut.state)
+    try:
+        doc = sample_status(spool_free_bytes=free, spool_bytes=8192,
+                            spool_min_free_bytes=threshold)
+        doc["pid"] = holder.pid
+        statusfile.write_status(dut.state, doc)
+        args = cli.build_parser().parse_args(["status", "-c", str(dut.conf)])
+        assert args.func(args) == 0
+    finally:
+        holder.release()
+    out = capsys.readouterr().out
+    assert f"  spool space        {line}\n" in out, out

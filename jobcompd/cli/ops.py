@@ -58,6 +58,31 @@ def _when(epoch: float | None) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _size(n: int) -> str:
+    """4.0 KiB, 1.2 GiB: bytes as an operator reads them."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _spool_space(doc: dict[str, Any]) -> str | None:
+    """The spool's free space, what new/ takes, and whether writers refuse records."""
+    free, used = doc.get("spool_free_bytes"), doc.get("spool_bytes")
+    threshold = doc.get("spool_min_free_bytes")
+    if not isinstance(free, int) or not isinstance(threshold, int):
+        return None
+    text = f"{_size(free)} free" + (f", {_size(used)} in new/" if isinstance(used, int) else "")
+    if threshold == 0:
+        return text + "; no free-space threshold (SpoolMinFreeBytes=0)"
+    if free < threshold:
+        return (f"{text}; NEW RECORDS ARE REFUSED below {_size(threshold)} free "
+                "(SpoolMinFreeBytes): bring the broker back or free space")
+    return text + f"; new records refused below {_size(threshold)} free"
+
+
 def _duration(seconds: float | None) -> str:
     """1d 2h 3m, 4m 5s, 2.5s: precise when short, coarse when long."""
     if seconds is None:
@@ -195,6 +220,9 @@ def _status_rows(doc: dict[str, Any], now: float) -> list[tuple[str, str]]:
     ]
     if doc.get("dead_letters") is not None:
         rows.append(("in failed/", f"{doc['dead_letters']} (jobcompd failed list)"))
+    space = _spool_space(doc)
+    if space is not None:
+        rows.append(("spool space", space))
     if doc.get("unreadable"):
         rows.append(("unreadable", f"{doc['unreadable']} records in new/ jobcompd may not "
                                    "open: see the journal (record_unreadable) for the chown"))
