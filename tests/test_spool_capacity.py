@@ -137,3 +137,23 @@ def test_jobcompd_status_shows_the_spool_space(capsys, tmp_path: Path, free: int
         holder.release()
     out = capsys.readouterr().out
     assert f"  spool space        {line}\n" in out, out
+
+
+def test_backfill_stops_below_the_threshold_and_says_why(tmp_path: Path) -> None:
+    """backfill takes the hooks' threshold from the file the daemon wrote and stops with 74 at
+    the first refused record; what it wrote before stays."""
+    from jobcompd.spool import Spool
+    from tests.test_backfill import SCONTROL, command, write_config
+
+    conf = write_config(tmp_path)
+    sp = Spool(tmp_path / "spool", max_record_bytes=1 << 20, allowed_uids=None)
+    sp.ensure_dirs()
+    (sp.root / space.MIN_FREE_FILE).write_text("999999999999999999\n")
+    code, _, err = command(["backfill", "-c", str(conf), str(SCONTROL)])
+    assert code == 74, err
+    assert f"writing into {sp.new} failed: spool nearly full: {sp.new} has " in err
+    assert "less than SpoolMinFreeBytes=999999999999999999; job " in err
+    assert os.listdir(sp.new) == [] and os.listdir(sp.tmp) == []
+    (sp.root / space.MIN_FREE_FILE).write_text("0\n")
+    assert command(["backfill", "-c", str(conf), str(SCONTROL)])[0] == 0
+    assert len(os.listdir(sp.new)) == 9
