@@ -9,13 +9,15 @@ import os
 import select
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import structlog
 
-from jobcompd.service.httpintake import HttpIntake, HttpIntakeError
+from jobcompd.service.httpintake import HttpIntake, HttpIntakeError, _too_late
+from jobcompd.service.httpserver import Limits
 from jobcompd.spool import Spool, parse_name
 from tests.broker import free_port, wait_for
 from tests.support import DATA, DaemonUnderTest
@@ -54,11 +56,14 @@ def post(intake: HttpIntake, body: bytes, path: str = URL_PATH,
     return resp.status, (json.loads(raw) if raw else {}), resp
 
 
-def raw_exchange(intake: HttpIntake, data: bytes, timeout: float = 10) -> bytes:
-    """Send raw bytes, half-close, return everything the server answered."""
+def raw_exchange(intake: HttpIntake, data: bytes, timeout: float = 10,
+                 half_close: bool = True) -> bytes:
+    """Send raw bytes, half-close (a client that does is taken for gone before the store),
+    return everything the server answered."""
     with socket.create_connection(intake.address, timeout=timeout) as s:
         s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
         return recv_all(s)
 
 
@@ -169,11 +174,24 @@ def test_a_chunked_body_gets_411(intake, spool):
     assert spooled(spool) == []
 
 
-@pytest.mark.parametrize("length", ["abc", "-1", "1, 2"])
-def test_a_bad_content_length_gets_400(intake, length):
-    answer = raw_exchange(
-        intake, f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode())
-    assert answer.startswith(b"HTTP/1.1 400 ")
+@pytest.mark.parametrize("length", ["abc", "-1", "1, 2", "+5", "0x10", "1_0", "5 5",
+                                    "\u00b2", "\u0663", "\uff15", "9" * 5000, "0" * 13])
+def test_a_bad_content_length_gets_400_with_a_status_line(intake, spool, length):
+    """Superscript two and other Unicode digits pass str.isdigit() but not int(); 5,000
+    digits pass both but int() refuses them: each once crashed the handler (no answer)."""
+    answer = raw_exchange(intake, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                          + length.encode() + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"ASCII digits only" in answer
+    assert post(intake, b'{"jobid":5}')[0] == 201  # and the intake goes on
+    assert len(spooled(spool)) == 1
+
+
+def test_a_content_length_with_leading_zeros_is_a_length(intake, spool):
+    body = b'{"jobid":5}'
+    answer = raw_exchange(intake, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 000"
+                          + str(len(body)).encode() + b"\r\n\r\n" + body, half_close=False)
+    assert answer.startswith(b"HTTP/1.1 201 ")
 
 
 # -- other methods ----------------------------------------------------------------------
@@ -304,28 +322,165 @@ def test_a_client_dripping_header_bytes_cannot_hold_the_connection(spool):
         it.stop()
 
 
-def test_when_all_slots_are_busy_a_new_connection_gets_503_at_once(spool):
-    it = HttpIntake(spool, ("127.0.0.1", 0), max_body=1024, cluster="tc", max_connections=1,
-                    timeout_s=1.0)
+class _SlowSpool(Spool):
+    """A spool whose writes wait for the test: a request stays busy answering meanwhile."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, max_record_bytes=1024, allowed_uids=None)
+        self.ensure_dirs()
+        self.writing = threading.Event()
+        self.go_on = threading.Event()
+
+    def write_record(self, data: bytes, *, job_id: int, event: str, fmt: str) -> str:
+        self.writing.set()
+        assert self.go_on.wait(30), "the test never let the write go on"
+        return super().write_record(data, job_id=job_id, event=event, fmt=fmt)
+
+
+def _post_in_thread(it: HttpIntake, body: bytes) -> tuple[threading.Thread, list]:
+    answers: list = []
+    thread = threading.Thread(target=lambda: answers.append(post(it, body)), daemon=True)
+    thread.start()
+    return thread, answers
+
+
+def test_when_every_slot_is_busy_answering_a_new_connection_gets_503_at_once(tmp_path):
+    slow = _SlowSpool(tmp_path / "spool")
+    it = HttpIntake(slow, ("127.0.0.1", 0), max_body=1024, cluster="tc", max_connections=1)
     it.start()
     try:
-        with socket.create_connection(it.address, timeout=10) as hog:
-            hog.sendall(b"POST / HTTP/1.1\r\n")  # holds the only slot
-            status, reply, resp = wait_for(lambda: _busy(post(it, b'{"jobid":21}')), 20,
-                                           interval=0.05, what="a 503 while the slot is held")
-            assert status == 503
-            assert resp.getheader("Retry-After") == "5"
-            assert "busy" in reply["error"]
-        # Once the hog is gone (closed, or cut at its deadline), requests get through again.
-        wait_for(lambda: post(it, b'{"jobid":21}')[0] == 201, 20, interval=0.1,
-                 what="a free slot")
+        writer, answers = _post_in_thread(it, b'{"jobid":21}')
+        assert slow.writing.wait(20)  # the only slot is storing a body
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(5):
+                status, reply, resp = post(it, b'{"jobid":22}')
+                assert status == 503
+                assert resp.getheader("Retry-After") == "5"
+                assert "busy" in reply["error"]
+        # One line for the five refusals: an attacker cannot flood the log either.
+        assert [e["event"] for e in logs] == ["http_intake_connections_refused"]
+        slow.go_on.set()
+        writer.join(20)
+        assert answers[0][0] == 201
+        assert post(it, b'{"jobid":23}')[0] == 201
+    finally:
+        slow.go_on.set()
+        it.stop()
+    assert len(spooled(slow)) == 2
+
+
+def test_idle_connections_cannot_hold_the_slots_the_oldest_one_is_cut(spool):
+    """200 connections that say nothing, renewed as they are cut: a client that sends its
+    request at once still gets through, and the intake never holds more than twice its slots."""
+    it = HttpIntake(spool, ("127.0.0.1", 0), max_body=1024, cluster="tc", max_connections=4,
+                    timeout_s=60, header_timeout_s=30)
+    it.start()
+    idle: list[socket.socket] = []
+    try:
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(200):
+                idle.append(socket.create_connection(it.address, timeout=10))
+                assert it.connections() <= 8
+            for i in range(20):
+                assert post(it, f'{{"jobid":{300 + i}}}'.encode())[0] == 201
+                idle.append(socket.create_connection(it.address, timeout=10))
+        assert it.connections() <= 8
+        cut = [e for e in logs if e["event"] == "http_intake_connections_cut"]
+        assert len(cut) == 1 and "oldest" in cut[0]["detail"]  # once a minute at most
+        # The first ones were cut: their reads see the end of the connection, not a wait.
+        assert recv_all(idle[0]) == b""
+    finally:
+        for s in idle:
+            s.close()
+        it.stop()
+    assert len(spooled(spool)) == 20
+
+
+def test_a_client_that_sends_no_headers_is_cut_at_the_header_deadline(spool):
+    it = HttpIntake(spool, ("127.0.0.1", 0), max_body=1024, cluster="tc", timeout_s=300,
+                    header_timeout_s=0.3)
+    it.start()
+    try:
+        with socket.create_connection(it.address, timeout=30) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+            assert recv_all(s) == b""  # closed long before the 300 s deadline or the socket's
     finally:
         it.stop()
-    assert len(spooled(spool)) == 1
 
 
-def _busy(answer: tuple[int, dict, http.client.HTTPResponse]):
-    return answer if answer[0] == 503 else None
+def test_a_body_slower_than_the_minimum_rate_is_cut_and_not_stored(spool):
+    it = HttpIntake(spool, ("127.0.0.1", 0), max_body=1024, cluster="tc", timeout_s=300,
+                    min_body_rate=1000)
+    it.start()
+    body = b'{"jobid":31,"pad":"' + b"x" * 900 + b'"}'
+    try:
+        with socket.create_connection(it.address, timeout=30) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n"
+                      + f"Content-Length: {len(body)}\r\n\r\n".encode())
+            closed = False
+            for i in range(len(body)):  # 20 bytes a second: it would take 46 s
+                try:
+                    s.sendall(body[i:i + 1])
+                except OSError:
+                    closed = True
+                    break
+                readable, _, _ = select.select([s], [], [], 0.05)
+                if readable and s.recv(100) == b"":
+                    closed = True
+                    break
+            assert closed
+    finally:
+        it.stop()
+    assert spooled(spool) == []
+
+
+def test_a_body_whose_client_left_before_the_answer_is_not_stored(tmp_path):
+    """Slurm's libcurl gives up and closes while the spool is slow: storing the body then
+    would only add a copy to the one Slurm sends again."""
+    slow = _SlowSpool(tmp_path / "spool")
+    it = HttpIntake(slow, ("127.0.0.1", 0), max_body=1024, cluster="tc", max_connections=2)
+    it.start()
+    try:
+        writer, answers = _post_in_thread(it, b'{"jobid":41}')
+        assert slow.writing.wait(20)  # the first one holds the spool
+        body = b'{"jobid":42}'
+        with socket.create_connection(it.address, timeout=10) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n"
+                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            wait_for(lambda: it.connections() == 2, 20, what="the second request waiting")
+        with structlog.testing.capture_logs() as logs:
+            slow.go_on.set()
+            writer.join(20)
+            wait_for(lambda: it.connections() == 0, 20, what="both requests done")
+        assert answers[0][0] == 201
+        # Its 503 may or may not reach the socket the client closed; either way it is logged.
+        (line,) = [e for e in logs if e.get("job_id") == 42]
+        assert line["status"] == 503 and "closed the connection" in str(line)
+    finally:
+        slow.go_on.set()
+        it.stop()
+    assert [parse_name(n).job_id for n in spooled(slow)] == [41]
+
+
+def test_a_body_past_the_connections_deadline_is_not_stored():
+    class LateHandler:
+        server = type("S", (), {"limits": Limits(total_timeout_s=10)})()
+
+        def time_left(self) -> float:
+            return -0.1
+
+        def peer_gone(self) -> bool:
+            return False
+
+    assert "deadline" in str(_too_late(LateHandler()))  # type: ignore[arg-type]
+
+
+def test_request_headers_over_16_kib_get_431(intake, spool):
+    answer = raw_exchange(intake, b"POST / HTTP/1.1\r\nHost: x\r\n"
+                          + b"X-Pad: " + b"p" * 20_000 + b"\r\nContent-Length: 11\r\n\r\n"
+                          + b'{"jobid":5}')
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    assert spooled(spool) == []
 
 
 # -- lifecycle ----------------------------------------------------------------------------

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import socket
 import stat
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobcompd.service import metrics as metricsmod
@@ -271,6 +275,58 @@ def test_serving_again_moves_the_endpoint():
         scrape("127.0.0.1", port2)
         with pytest.raises(OSError):
             scrape("127.0.0.1", port1)
+    finally:
+        m.close()
+
+
+def test_idle_connections_cannot_exhaust_the_endpoint():
+    """Connections that say nothing once took every descriptor and crashed the daemon
+    (tests/faults/test_fd_exhaustion.py has the daemon): now the endpoint holds at most twice
+    its slots, cuts the oldest idle one for each new one, logs that once, and still answers
+    a scrape."""
+    m = Metrics(process_metrics=False)
+    host, port = m.serve("127.0.0.1", 0)
+    idle: list[socket.socket] = []
+    try:
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(300):
+                idle.append(socket.create_connection((host, port), timeout=10))
+            assert m._server is not None and m._server.connections() <= 16
+            assert value(scrape(host, port), "jobcompd_records_ingested_total") == 0
+        assert [e["event"] for e in logs] == ["metrics_connections_cut"]
+    finally:
+        for s in idle:
+            s.close()
+        m.close()
+
+
+def test_a_client_that_sends_nothing_is_cut_at_the_header_deadline():
+    m = Metrics(process_metrics=False)
+    host, port = m.serve("127.0.0.1", 0)
+    try:
+        with socket.create_connection((host, port), timeout=30) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\n")  # and never the rest
+            assert s.recv(100) == b""  # closed by the server, long before this socket's 30 s
+    finally:
+        m.close()
+
+
+def test_the_endpoint_keeps_prometheus_clients_negotiation():
+    """gzip for a scraper that asks, 405 for a POST: prometheus_client's own WSGI app
+    answers behind the bounded server."""
+    m = Metrics(process_metrics=False)
+    host, port = m.serve("127.0.0.1", 0)
+    try:
+        req = urllib.request.Request(f"http://{host}:{port}/metrics",
+                                     headers={"Accept-Encoding": "gzip"})
+        with _NO_PROXY.open(req, timeout=10) as r:
+            assert r.headers["Content-Encoding"] == "gzip"
+            text = gzip.decompress(r.read()).decode()
+        assert value(text, "jobcompd_reloads_total", result="ok") == 0
+        with pytest.raises(urllib.error.HTTPError) as e:
+            _NO_PROXY.open(urllib.request.Request(f"http://{host}:{port}/metrics", data=b"x"),
+                           timeout=10)
+        assert e.value.code == 405
     finally:
         m.close()
 

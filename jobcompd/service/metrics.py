@@ -21,14 +21,10 @@ import contextlib
 import errno
 import json
 import os
-import socket
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import structlog
 from prometheus_client import (
@@ -47,6 +43,7 @@ from prometheus_client.metrics_core import (
 )
 
 from jobcompd import __version__
+from jobcompd.service.httpserver import BoundedServer, Handler, Limits
 from jobcompd.spool.deadletters import REASONS
 
 log = structlog.get_logger("jobcompd.metrics")
@@ -57,6 +54,9 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
                    300.0, 900.0, 3600.0, 14400.0, 86400.0)
 #: Dead-letter reasons exported from the start (at 0), so that ``increase()`` sees the first one.
 KNOWN_DEAD_LETTER_REASONS = REASONS
+#: What scrapers may take of MetricsListen: a few at once (Prometheus scrapes one at a time),
+#: each with httpserver's deadlines; a GET has no body.
+SERVER_LIMITS = Limits(max_connections=8)
 #: Mode of the textfile: metrics are not secret, and node_exporter runs as another user.
 TEXTFILE_MODE = 0o644
 
@@ -275,8 +275,7 @@ class Metrics:
             ProcessCollector(registry=self.http_registry)
             PlatformCollector(registry=self.http_registry)
             GCCollector(registry=self.http_registry)
-        self._server: _MetricsServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: BoundedServer | None = None
 
     # -- the hot path: one call per record event -------------------------------------------
 
@@ -441,34 +440,28 @@ class Metrics:
     # -- outputs ----------------------------------------------------------------------------
 
     def serve(self, host: str, port: int) -> tuple[str, int]:
-        """Serve ``http_registry`` on host:port (MetricsListen) from a background thread;
-        a server already running is stopped first. Returns the address bound (port 0 picks
-        a free one). Raises MetricsError when the address cannot be bound."""
+        """Serve ``http_registry`` on host:port (MetricsListen) from a background thread,
+        within httpserver's limits (a few connections, each with deadlines); a server
+        already running is stopped first. Returns the address bound (port 0 picks a free
+        one). Raises MetricsError when the address cannot be bound."""
         self.stop_serving()
+        server = BoundedServer(host, port, _MetricsHandler, name="metrics",
+                               limits=SERVER_LIMITS, busy_response=_BUSY_RESPONSE,
+                               context=make_wsgi_app(self.http_registry))
         try:
-            server = make_server(host, port, make_wsgi_app(self.http_registry),
-                                 server_class=_server_class(host),
-                                 handler_class=_QuietHandler)
+            server.start()
         except OSError as e:
             raise MetricsError(
                 f"cannot serve metrics on {_hostport(host, port)} (MetricsListen): "
                 f"{e.strerror or e}") from None
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                  name="jobcompd-metrics", daemon=True)
-        thread.start()
-        self._server, self._thread = server, thread
-        bound = server.server_address
-        return str(bound[0]), int(bound[1])
+        self._server = server
+        return server.address
 
     def stop_serving(self) -> None:
-        """Stop the HTTP server, if any (takes at most about 0.1 s)."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
+        """Stop the HTTP server, if any."""
+        server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(5)
+            server.stop(grace=1.0)
 
     def write_textfile(self, path: Path) -> None:
         """Write ``registry`` to ``path`` for node_exporter's textfile collector, atomically
@@ -513,31 +506,37 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """No access log on stderr: scrapes every 15 s would drown the daemon's own lines."""
+class _MetricsHandler(Handler):
+    """GET (any path) answers the exposition through prometheus_client's own WSGI app, which
+    negotiates the format and gzip; it answers the other methods too."""
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    def do_GET(self) -> None:
+        app = self.server.context
+        path, _, query = self.path.partition("?")
+        environ = {"REQUEST_METHOD": self.command, "PATH_INFO": path, "QUERY_STRING": query,
+                   "HTTP_ACCEPT": self.headers.get("Accept", ""),
+                   "HTTP_ACCEPT_ENCODING": self.headers.get("Accept-Encoding", "")}
+        answer: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+            answer.extend((status, headers))
+
+        body = b"".join(app(environ, start_response))
+        status, headers = answer
+        self.send_response(int(status.split()[0]), status.partition(" ")[2])
+        for key, value in headers:
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET
 
 
-class _MetricsServer(ThreadingMixIn, WSGIServer):
-    """One thread per scrape, so a slow client cannot hold up the next one."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class _MetricsServer6(_MetricsServer):
-    address_family = socket.AF_INET6
-
-
-def _server_class(host: str) -> type[_MetricsServer]:
-    """The server class for the address family of ``host`` (an IPv6 address needs AF_INET6)."""
-    try:
-        family = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][0]
-    except OSError:
-        return _MetricsServer  # binding reports the bad name
-    return _MetricsServer6 if family == socket.AF_INET6 else _MetricsServer
+_BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                  b"Retry-After: 5\r\nConnection: close\r\nContent-Length: 5\r\n\r\nbusy\n")
 
 
 def _librdkafka_families(st: LibrdkafkaStats) -> list[Metric]:
