@@ -367,6 +367,34 @@ def test_inside_the_sandbox_http_metrics_inotify_and_the_journal_work(box: Box):
                 if "inotify" in e["MESSAGE"].lower()]
 
 
+def test_idle_connections_to_the_endpoints_leave_the_unit_running(box: Box):
+    """The unit's LimitNOFILE= is in force, and 300 idle connections to each endpoint (once
+    enough to crash the daemon at systemd's default limit) take a few descriptors: the daemon
+    still answers a scrape and a POST, and systemd never sees it fail."""
+    metrics_port, http_port = free_port(), free_port()
+    pid = box.restart(new_topic(), MetricsListen=f"127.0.0.1:{metrics_port}",
+                      HttpListen=f"127.0.0.1:{http_port}")
+    limits = box.c.run(f"grep 'Max open files' /proc/{pid}/limits").stdout.split()
+    assert limits[3:5] == ["8192", "8192"], limits
+    fds = int(box.c.run(f"ls /proc/{pid}/fd | wc -l").stdout)
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=10)
+            for port in (metrics_port, http_port) for _ in range(300)]
+    try:
+        held = int(box.c.run(f"ls /proc/{pid}/fd | wc -l").stdout)
+        assert held <= fds + 64, f"{fds} -> {held} descriptors"
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10):
+            pass
+        req = urllib.request.Request(f"http://127.0.0.1:{http_port}/slurm/jobcomp",
+                                     data=ES_BODY.read_bytes(), method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 201
+    finally:
+        for s in idle:
+            s.close()
+    state = box.show("ActiveState", "MainPID", "NRestarts")
+    assert (state["ActiveState"], state["MainPID"]) == ("active", pid), box.journal_text()
+
+
 def test_systemd_analyze_security_rates_the_running_unit_ok(box: Box):
     box.restart(new_topic())
     out = box.c.run("systemd-analyze security --no-pager jobcompd").stdout

@@ -19,8 +19,10 @@ import structlog
 
 from jobcompd import records, spool
 from jobcompd.config import Config
+from jobcompd.service.httpserver import RESOURCE_ERRNOS
 from jobcompd.service.producer import Message
 from jobcompd.service.telemetry import Telemetry
+from jobcompd.service.throttle import LogThrottle
 from jobcompd.service.window import Window
 from jobcompd.spool.retirer import Retirer
 from jobcompd.spool.unreadable import UnreadableRecords
@@ -32,6 +34,8 @@ log = structlog.get_logger("jobcompd")
 QUEUE_LIMIT = 100_000
 #: Records count as arriving for this long after inotify last told of one.
 ARRIVING_S = 1.0
+#: After running short of file descriptors or memory, the spool is scanned again this soon.
+RESOURCE_RETRY_S = 1.0
 
 #: A record read and not yet parsed: its file's name, what the name says, and its bytes.
 _Item = tuple[str, spool.SpoolName, bytes]
@@ -106,6 +110,15 @@ class Intake:
         self.idle_rescan_s: float | None = None
         self._last_rescan = 0.0
         self.arrived_at = -ARRIVING_S
+        self._throttle = LogThrottle()
+
+    def _retry_soon(self, now: float, *, forget: bool = True) -> None:
+        """The process is short of descriptors or memory: rescan in a moment, not at once
+        (which would spin) and not a whole rescan_interval later. ``forget``: drop the names
+        queued (they are all in new/) rather than fail on each of them meanwhile."""
+        if forget:
+            self.queue = PendingQueue(QUEUE_LIMIT)
+        self.next_rescan = min(self.next_rescan, now + RESOURCE_RETRY_S)
 
     def arriving(self, now: float) -> bool:
         """inotify told of a record a moment ago: more are likely to follow."""
@@ -161,7 +174,10 @@ class Intake:
             queued = scan_into(self.queue, self.spool.scan,
                                self._window.names() | self._retirer.pending)
         except OSError as e:
-            log.error("spool_scan_failed", path=str(self.spool.new), error=str(e))
+            if self._throttle.admit(("spool_scan_failed", e.errno)) is not None:
+                log.error("spool_scan_failed", path=str(self.spool.new), error=str(e))
+            if e.errno in RESOURCE_ERRNOS:
+                self._retry_soon(now)
             return
         if self.idle_rescan_s is not None and not self.queue:
             self.next_rescan = min(self.next_rescan, now + self.idle_rescan_s)
@@ -210,16 +226,18 @@ class Intake:
             return None
         except OSError as e:
             # Out of file descriptors or memory: the process's trouble, not the file's. It stays
-            # in new/ and the next rescan brings it back.
-            log.error("spool_read_failed", job_id=meta.job_id, file=name, error=str(e))
-            self.rescan_requested = True
+            # in new/ and a rescan brings it back once the trouble is over.
+            if self._throttle.admit(("spool_read_failed", e.errno)) is not None:
+                log.error("spool_read_failed", job_id=meta.job_id, file=name, error=str(e),
+                          detail="the record stays in new/ and is read again shortly")
+            self._retry_soon(time.monotonic())
             return None
         if self.unreadable:
             self.unreadable.forget(name)
         return name, meta, data
 
     def _parse(self, meta: spool.SpoolName, data: bytes
-               ) -> records.Record | records.RecordError:
+               ) -> records.Record | records.RecordError | None:
         """The record, or why it is not one, with the configuration in force."""
         cfg = self.config
         try:
@@ -228,12 +246,20 @@ class Intake:
                 send_script=cfg.params.send_script, send_comment=cfg.params.send_comment)
         except records.RecordError as e:
             return e
+        except MemoryError:  # the process's trouble, not the record's: read it again later
+            if self._throttle.admit("parse_out_of_memory") is not None:
+                log.error("record_parse_failed", job_id=meta.job_id, error="out of memory",
+                          detail="the record stays in new/ and is read again shortly")
+            self._retry_soon(time.monotonic(), forget=False)
+            return None
 
     def _message(self, name: str, meta: spool.SpoolName,
-                 parsed: records.Record | records.RecordError) -> Message | None:
+                 parsed: records.Record | records.RecordError | None) -> Message | None:
         """The Message of a parsed record; dead-letter what did not parse (under the
         error's reason code: malformed, too_many_keys), retire what needs no sending."""
         cfg = self.config
+        if parsed is None:
+            return None  # not parsed for want of memory: it stays in new/
         if isinstance(parsed, records.RecordError):
             self._dead_letters.put(name, parsed.reason, f"{self.spool.new / name}: {parsed}",
                                    meta.job_id)

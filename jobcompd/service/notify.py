@@ -9,9 +9,14 @@ STOPPING=1, and WATCHDOG=1 from the main loop while it is healthy (``WatchdogSec
 from __future__ import annotations
 
 import os
+import socket
 import time
 
-from systemd import daemon as sd_daemon
+import structlog
+
+from jobcompd.service.throttle import LogThrottle
+
+log = structlog.get_logger("jobcompd")
 
 #: Time asked for on top of flush_timeout when stopping: saving the state file, exiting.
 STOP_MARGIN_S = 5.0
@@ -19,9 +24,30 @@ STOP_MARGIN_S = 5.0
 STATUS_ERROR_CHARS = 120
 
 
+#: One datagram socket for the process's life: a message, the watchdog's included, must not
+#: need a new file descriptor, which the process may be short of (EMFILE) when it matters.
+_socket: socket.socket | None = None
+_throttle = LogThrottle()
+
+
 def _send(*lines: str) -> None:
-    if os.environ.get("NOTIFY_SOCKET"):
-        sd_daemon.notify("\n".join(lines))
+    """Send one message to NOTIFY_SOCKET (a path, or @ for the abstract namespace). A failure
+    is logged once a minute and otherwise ignored: the next message goes as usual."""
+    global _socket
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    target = "\0" + address[1:] if address.startswith("@") else address
+    try:
+        if _socket is None:
+            _socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        _socket.sendto("\n".join(lines).encode(), target)
+    except OSError as e:
+        held = _throttle.admit(e.errno)
+        if held is not None:
+            log.warning("sd_notify_failed", error=str(e), repeated=held,
+                        detail="systemd missed a message (STATUS=, WATCHDOG=1, ...); the "
+                        "next one is sent as usual")
 
 
 def ready(status: str) -> None:

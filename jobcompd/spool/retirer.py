@@ -21,8 +21,10 @@ contract allows.
 
 from __future__ import annotations
 
+import errno
 import queue
 import threading
+import time
 
 import structlog
 
@@ -32,6 +34,14 @@ log = structlog.get_logger("jobcompd.retirer")
 
 #: Batches waiting for the first thread before the second one is given work.
 BACKLOG = 2
+#: Pauses before unlinking again what failed for want of descriptors or memory.
+RETRY_MIN_S = 0.1
+RETRY_MAX_S = 2.0
+#: errnos of a process short of a resource (the same as httpserver's, which the spool
+#: package does not import).
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+#: retire_waiting is logged at most this often.
+LOG_INTERVAL_S = 60.0
 
 _Batch = list[str]
 
@@ -50,6 +60,8 @@ class Retirer:
         #: names handed over and not yet reported gone (main thread only).
         self.pending: set[str] = set()
         self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._logged_waiting_at = -LOG_INTERVAL_S
 
     def start(self) -> None:
         for i, todo in enumerate((self._todo, self._extra)):
@@ -82,6 +94,7 @@ class Retirer:
             self._unlink(self._batch)  # never started: unlink here
             self._batch = []
         self.collect()
+        self._stopping.set()
         if self._threads:
             self._todo.put(None)
             self._extra.put(None)
@@ -95,7 +108,31 @@ class Retirer:
             self._unlink(batch)
 
     def _unlink(self, names: _Batch) -> None:
-        for name, error in self._spool.retire_all(names):
-            # The record is delivered; a file left behind is sent again at a later start.
-            log.error("retire_failed", file=name, error=str(error))
+        """Unlink a batch. Names that fail for want of descriptors or memory are tried again
+        after a pause, and kept in ``pending`` meanwhile: released, a rescan would take such
+        a file for a new record and send it again. Other failures are logged: the record is
+        delivered, and a file left behind is sent again at a later start."""
+        left, pause = names, RETRY_MIN_S
+        while True:
+            failed = self._spool.retire_all(left)
+            left = [name for name, e in failed if _short_of_resources(e)]
+            for name, error in failed:
+                if not _short_of_resources(error):
+                    log.error("retire_failed", file=name, error=str(error))
+            if not left:
+                break
+            if self._stopping.is_set():
+                log.error("retire_failed", files=len(left), error=str(failed[0][1]),
+                          detail="delivered, but left in new/: sent again at the next start")
+                break
+            if time.monotonic() - self._logged_waiting_at >= LOG_INTERVAL_S:
+                self._logged_waiting_at = time.monotonic()
+                log.error("retire_waiting", files=len(left), error=str(failed[0][1]),
+                          detail="delivered records wait in new/ until they can be removed")
+            self._stopping.wait(pause)
+            pause = min(RETRY_MAX_S, 2 * pause)
         self._done.put(names)
+
+
+def _short_of_resources(error: Exception) -> bool:
+    return isinstance(error, OSError) and error.errno in RESOURCE_ERRNOS
