@@ -4,7 +4,7 @@ For a controller whose disk outlived it: its spool, mounted or copied here, is m
 record into the local SpoolDir's new/, where the running jobcompd sends them. The message and
 its ``jobcompd-id`` are made from the record's bytes and ClusterName, so they are the ones the
 dead host's daemon would have sent. Each record is written as the hook writes (tmp/, fsync,
-link into new/, never over a name that is there), new/ is fsynced, and only then is the source
+rename into new/, never over a name that is there), new/ is fsynced, and only then is the source
 removed: a crash in between leaves a record in both places, and running the command again finds
 the copy already in new/ and only removes the source. A record the dead daemon had already sent
 but not yet removed is sent again, with the same ``jobcompd-id``.
@@ -82,9 +82,11 @@ def _place(local: spoolmod.Spool, name: str, data: bytes, owner: tuple[int, int]
             if owner is not None:
                 os.chown(tmp, *owner)
             os.chmod(tmp, FILE_MODE)
-            os.link(tmp, target)
-        except FileExistsError:
-            continue
+            # As the hook: never over a name in new/; a rename, not a link (the daemon
+            # dead-letters a record with two links).
+            if os.path.lexists(target):
+                continue
+            os.rename(tmp, target)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
