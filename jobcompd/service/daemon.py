@@ -39,8 +39,9 @@ from jobcompd.service.producer import (
     Producer,
 )
 from jobcompd.service.spoollock import SpoolLock, SpoolLockLost, identity
+from jobcompd.service.statusfile import Role
 from jobcompd.service.supervisor import Supervisor
-from jobcompd.service.telemetry import TICK_S, Role, Snapshot, Telemetry
+from jobcompd.service.telemetry import TICK_S, Snapshot, Telemetry
 from jobcompd.service.window import Window
 from jobcompd.spool.retirer import Retirer
 from jobcompd.spool.space import UsageMeter

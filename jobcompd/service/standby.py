@@ -25,7 +25,8 @@ import structlog
 from jobcompd.config import Config
 from jobcompd.service import mounts
 from jobcompd.service.spoollock import SpoolLock
-from jobcompd.service.telemetry import TICK_S, Role
+from jobcompd.service.statusfile import Role
+from jobcompd.service.telemetry import TICK_S
 
 log = structlog.get_logger("jobcompd")
 

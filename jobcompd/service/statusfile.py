@@ -27,7 +27,15 @@ from jobcompd.service.statefile import LOCK_FILE
 
 if TYPE_CHECKING:
     from jobcompd.config import Config
-    from jobcompd.service.telemetry import Role
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """Whether this daemon drains the spool (holds its lock) or stands by for it."""
+
+    active: bool
+    holder: str  # host:pid of the spool lock's holder (this daemon's own when active)
+    waited_s: float = 0.0  # how long this daemon waited for the lock (so far, when standby)
+
 
 STATUS_FILE = "jobcompd.status"
 STATUS_VERSION = 1

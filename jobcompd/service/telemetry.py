@@ -20,21 +20,13 @@ from jobcompd.service import notify
 from jobcompd.service import statusfile as statusmod
 from jobcompd.service.rolemetrics import RoleGauges
 from jobcompd.service.spoolmetrics import SpoolGauges
+from jobcompd.service.statusfile import Role
 from jobcompd.service.throttle import LogThrottle
 
 log = structlog.get_logger("jobcompd")
 
 #: How often the gauges, STATUS= and the status file are brought up to date.
 TICK_S = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class Role:
-    """Whether this daemon drains the spool (holds its lock) or stands by for it."""
-
-    active: bool
-    holder: str  # host:pid of the spool lock's holder (this daemon's own when active)
-    waited_s: float = 0.0  # how long this daemon waited for the lock (so far, when standby)
 
 
 @dataclass(frozen=True, slots=True)
