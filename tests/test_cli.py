@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import Producer
 
 from tests.broker import Tansu, free_port
+from tests.faults.common import end_env
 from tests.support import ROOT, DaemonUnderTest
 
 
@@ -232,6 +233,25 @@ def _stderr_line(proc: subprocess.Popen, text: str, timeout: float) -> str:
             if text in line and line.endswith("\n"):
                 return line
     raise AssertionError(f"no {text!r} on stderr within {timeout} s: {buffer!r}")
+
+
+@pytest.mark.broker
+def test_consume_from_the_beginning_reads_the_topics_that_exist(broker, tmp_path):
+    """The quick start: job start events on, an end record sent, no start topic yet. consume
+    prints the end record, says the start topic has nothing yet, and exits 0."""
+    dut = DaemonUnderTest(root=tmp_path, bootstrap=broker.bootstrap,
+                          params={"enable_job_start": None})
+    dut.start()
+    try:
+        dut.hook(end_env(77))
+        dut.consume(1)  # delivered
+        res = jobcompd("consume", "-c", str(dut.conf), "--from-beginning")
+    finally:
+        dut.stop()
+    assert res.returncode == 0, res.stderr
+    (line,) = res.stdout.splitlines()
+    assert json.loads(line)["topic"] == dut.topic
+    assert f"topic {dut.start_topic} does not exist yet: nothing there to read" in res.stderr
 
 
 @pytest.mark.broker

@@ -119,10 +119,16 @@ class _Reader:
                 self.missing.append(topic)
             assignment += parts
         if self.missing and not self.follow:
-            print(f"jobcompd: topic {', '.join(self.missing)} does not exist on the broker at "
-                  f"{servers}: nothing to read (check --topic, or JobCompParams' topic)",
-                  file=sys.stderr)
-            return False
+            if len(self.missing) == len(self.topics):
+                print(f"jobcompd: topic {', '.join(self.missing)} does not exist on the broker "
+                      f"at {servers}: nothing to read (check --topic, or JobCompParams' topic)",
+                      file=sys.stderr)
+                return False
+            # Some topics hold records (the job end topic, say) and others have none yet
+            # (the job start topic before the first start record): read what is there.
+            _note(f"topic {', '.join(self.missing)} does not exist yet: nothing there to read")
+            self.topics = [t for t in self.topics if t not in self.missing]
+            self.missing = []
         self.consumer.assign(assignment)
         for topic in self.missing:
             _note(f"topic {topic} does not exist yet; waiting for it (the broker creates it "
