@@ -27,7 +27,7 @@ def test_records_are_produced_in_the_order_they_came():
         w.admit(msg(n))
     assert [m.job_id for m in send(w, 0)] == [1, 2, 3]
     assert all(m.state == SENT for m in w) and len(w) == 3
-    assert w.any_sent() and w.oldest_arrived_ns() == 1001
+    assert w.oldest_sent_at() is not None and w.oldest_arrived_ns() == 1001
 
 
 def test_a_record_put_back_is_first_in_line():
@@ -94,7 +94,7 @@ def test_held_records_are_neither_sent_nor_counted_in_flight():
     w.admit(a)
     send(w, 0)
     w.hold(a)
-    assert a.state == HELD and not w.any_sent() and w.sent_on(0) == []
+    assert a.state == HELD and w.oldest_sent_at() is None and w.sent_on(0) == []
     assert w.names() == {"1.1.end.env"}
 
 

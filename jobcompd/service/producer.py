@@ -79,7 +79,6 @@ class ProducerHealth:
     """What the error callback saw; read and cleared by the main loop."""
 
     fatal: KafkaError | None = None
-    all_brokers_down: bool = False
     last_error: str | None = None
     errors: list[KafkaError] = field(default_factory=list)
 
@@ -160,11 +159,8 @@ class Producer:
             self._reports.append(Report(msg, generation, err))
 
     def _on_error(self, err: KafkaError) -> None:
-        code = err.code()
         if err.fatal():
             self.health.fatal = err
-        if code == KafkaError._ALL_BROKERS_DOWN:
-            self.health.all_brokers_down = True
         self.health.last_error = err.str()
         self.health.errors.append(err)
 

@@ -135,10 +135,6 @@ class Window:
         """Purged at shutdown: it stays in the spool and is sent at the next start."""
         msg.state = HELD
 
-    def any_sent(self) -> bool:
-        """Whether any record waits for a delivery report (what a stall is measured on)."""
-        return any(m.state == SENT for m in self._messages.values())
-
     def oldest_sent_at(self) -> float | None:
         """When the record that has waited longest for its delivery report was produced
         (monotonic), or None when none waits."""
