@@ -663,17 +663,8 @@ def test_a_refusal_for_room_goes_to_syslog_also_from_the_prolog(
 @pytest.mark.parametrize("fixture", ["start-1.env", "end-1.env"])
 def test_a_failure_goes_to_syslog_as_daemon_err(hook: Path, tmp_path: Path,
                                                 fixture: str) -> None:
-    old_dev = tmp_path / "old-dev"
-    old_dev.mkdir()
-    with tempfile.TemporaryDirectory(prefix="log", dir="/tmp") as short:  # sun_path <= 107
-        path = Path(short) / "log"
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.bind(str(path))
-            sock.settimeout(10)
-            done = run_hook(hook, slurm_env(fixture), "-d", str(tmp_path / "none"), cwd=tmp_path,
-                            preexec_fn=with_dev_log(path, old_dev))
-            assert done.returncode == (0 if fixture.startswith("start") else 73), done.stderr
-            message = sock.recv(65536)
+    done, message = hear_syslog(hook, fixture, tmp_path / "none", tmp_path)
+    assert done.returncode == (0 if fixture.startswith("start") else 73), done.stderr
     # <27>: facility daemon (3) * 8 + severity err (3); then the tag and the stderr text.
     assert message.startswith(b"<27>"), message
     assert re.search(rb" jobcompd-spool: cannot use \S+/none/tmp: No such file or directory",
