@@ -15,10 +15,7 @@ what happened and wake it through a pipe (gunicorn's arbiter does the same). The
 
 from __future__ import annotations
 
-import contextlib
 import os
-import select
-import signal
 import time
 from os import EX_CANTCREAT, EX_CONFIG, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE
 from pathlib import Path
@@ -30,18 +27,18 @@ from jobcompd import config as configmod
 from jobcompd import log as logmod
 from jobcompd import spool
 from jobcompd.config import Config, ConfigError
+from jobcompd.service import checkpoint, notify, reload, standby, statefile
 from jobcompd.service import metrics as metricsmod
-from jobcompd.service import notify, reload, standby, statefile
-from jobcompd.service.delivery import Delivery
-from jobcompd.service.httpintake import HttpIntake, HttpIntakeError
-from jobcompd.service.intake import Carryover, DeadLetters, Intake
-from jobcompd.service.producer import (
-    Producer,
-)
-from jobcompd.service.spoollock import SpoolLock, SpoolLockLost, identity
+from jobcompd.service.delivery import Delivery, producer_config
+from jobcompd.service.httpintake import HttpIntakeError
+from jobcompd.service.intake import DeadLetters, Intake
+from jobcompd.service.listeners import Listeners
+from jobcompd.service.producer import Producer
+from jobcompd.service.spoollock import SpoolLock, SpoolLockLost
 from jobcompd.service.statusfile import Role
 from jobcompd.service.supervisor import Supervisor
 from jobcompd.service.telemetry import TICK_S, Snapshot, Telemetry
+from jobcompd.service.wakeup import Wakeup
 from jobcompd.service.window import Window
 from jobcompd.spool.retirer import Retirer
 from jobcompd.spool.space import UsageMeter
@@ -61,8 +58,6 @@ ARRIVING_POLL_S = 0.001
 TMP_MAX_AGE_S = 36 * 3600
 #: How often the node_exporter textfile and the dead-letter count are refreshed.
 SLOW_TICK_S = 10.0
-#: librdkafka statistics interval when metrics are on and JobCompLoc sets none.
-STATS_INTERVAL_MS = 30_000
 
 
 class Daemon:
@@ -87,25 +82,22 @@ class Daemon:
         self.window = Window()
         #: the producing side, made at start (its producer needs the configuration checked)
         self.delivery: Delivery | None = None
-        self.http: HttpIntake | None = None
-        self._stopping = False
-        self._reload_requested = False
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wakeup = Wakeup()
         self.retirer = Retirer(self.spool)
         self.spool_usage = UsageMeter(self.spool.new, interval_s=SLOW_TICK_S)
         self.metrics = metricsmod.Metrics()
         self.telemetry = Telemetry(self.metrics)
         self.dead_letters = DeadLetters(self.spool, self.telemetry)
         self.intake = Intake(self.spool, config, window=self.window, retirer=self.retirer,
-                             dead_letters=self.dead_letters, wake=self.wake)
+                             dead_letters=self.dead_letters, wake=self.wakeup.wake)
         self.supervisor = Supervisor(self.telemetry.note_error)
+        self.listeners = Listeners(self.spool, self.metrics, self.telemetry)
+        self.reloader = reload.Reloader(self.spool, self.intake, self.listeners, self.telemetry)
         self.watchdog = notify.WatchdogTimer.from_env()
         self._phase = "starting"
         self._next_tick = 0.0
         self._next_slow_tick = 0.0
         self._dead_letters: int | None = None
-        #: keys a reload changed but could not apply, with their configured values.
-        self.restart_needed: dict[str, str] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -125,8 +117,7 @@ class Daemon:
         code = self._hold_spool()
         if code is None:
             code = self._run_holding()
-        if self.http is not None:
-            self.http.stop()
+        self.listeners.stop_http()
         self.spool_lock.release()
         self.lock.release()
         return code
@@ -152,81 +143,54 @@ class Daemon:
         return self._exit_code
 
     def _hold_spool(self) -> int | None:
-        """Take the spool lock, or with Standby=yes wait for it as the standby. None once it
-        is held; else the exit code (75: held by another daemon, 0: stopped while waiting)."""
-        cfg, lock = self.config, self.spool_lock
-        try:
-            mount = standby.check_mount(cfg.spool_dir, cfg.standby)
-            self.intake.idle_rescan_s = standby.shared_rescan(cfg, mount)
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(cfg.spool_dir, 0o750)
-            if lock.try_acquire():
-                self.role = Role(active=True, holder=identity())
-                return None
-            if not cfg.standby:
-                log.error("already_running", error=f"another jobcompd ({lock.holder()}) "
-                          f"already runs on SpoolDir {cfg.spool_dir} (it holds {lock.path}); "
-                          "stop it first, or set Standby=yes to wait as its standby")
-                return EX_TEMPFAIL
-            return self._stand_by()
-        except standby.SpoolNotShareable as e:
-            log.error("start_failed", error=str(e))
-            return EX_CONFIG
-        except OSError as e:
-            log.error("start_failed", error=f"cannot lock the spool: {e.strerror}: "
-                      f"{e.filename or lock.path}", detail="SpoolDir must be writable by "
-                      "jobcompd's user, who keeps its lock file .jobcompd.lock there")
-            return EX_CANTCREAT
-
-    def _stand_by(self) -> int | None:
-        """Wait as the standby (READY=1, STATUS=standby) until the lock is this daemon's."""
-        self._phase = "standby"
-        self._install_signals()
-        self._serve_metrics(self.config)
-        wait = standby.Standby(self.spool_lock, standby.Hooks(
-            stopping=lambda: self._stopping, pause=self._wait, ping=self.watchdog.maybe_ping,
-            publish=self._publish_standby))
-        self._publish_standby(Role(active=False, holder=wait.holder))
-        notify.ready(self.telemetry.status_text)
-        waited = wait.wait()
-        if waited is None:
-            self._phase = "stopped"
-            self._publish_standby(Role(active=False, holder=wait.holder))
-            self.metrics.close()
-            log.info("stopped", standby=True)
-            return EX_OK
-        self.role = Role(active=True, holder=identity(), waited_s=waited)
+        """Take the spool lock, or wait for it as the standby: None once it is this daemon's,
+        else the exit code."""
+        held = standby.hold_spool(self.config, self.spool_lock, standby.Hooks(
+            stopping=lambda: self.wakeup.stop_requested, pause=self.wakeup.wait,
+            ping=self.watchdog.maybe_ping, publish=self._publish_standby,
+            begin=self._begin_standby))
+        if isinstance(held, int):
+            if held == EX_OK and self._phase == "standby":
+                self._phase = "stopped"
+                self._publish_standby(self.role)
+                self.metrics.close()
+                log.info("stopped", standby=True)
+            return held
+        self.role, self._took_over_from = held.role, held.previous
+        self.intake.idle_rescan_s = held.rescan_s
         self._phase = "starting"
-        self._took_over_from = wait.holder
         return None
 
-    def _publish_standby(self, role: Role) -> None:
+    def _begin_standby(self, role: Role) -> None:
+        """Stand by as a running service: signals, metrics, READY=1 with STATUS=standby."""
+        self._phase = "standby"
+        self.wakeup.install_signals()
+        self.listeners.serve_metrics(self.config)
+        self._publish_standby(role)
+        notify.ready(self.telemetry.status_text)
+
+    def _publish_standby(self, role: Role | None) -> None:
+        self.role = role
         self.telemetry.publish(Snapshot(
             phase=self._phase, backlog=0, backlog_truncated=False, in_flight=0,
             oldest_pending_ns=None, broker_up=None, dead_letters=None, unreadable=0,
-            restart_needed=self.restart_needed, config=self.config, role=role))
+            restart_needed=self.reloader.restart_needed, config=self.config, role=role))
 
     def _start(self) -> None:
         cfg = self.config
         for warning in cfg.warnings:
             log.warning("config_warning", detail=warning)
-        for warning in self.spool.ensure_dirs():
-            log.warning("spool_warning", detail=warning)
-        for warning in self.spool.set_min_free(cfg.spool_min_free_bytes):
-            log.warning("spool_warning", detail=warning)
-        for name in self.spool.clean_tmp(older_than_s=TMP_MAX_AGE_S):
-            log.warning("stale_tmp_removed", file=name,
-                        detail="left in tmp/ by a hook that was killed before its rename")
-        self._load_state()
+        prepare_spool(self.spool, cfg)
+        self._restore_state()
         self._save_state(clean=False)
-        self._start_http(cfg)
+        self.listeners.start_http(cfg)
         producer = Producer(producer_config(cfg), stats=self.metrics.librdkafka_stats,
                             throttle=self.supervisor.throttle)
         self.delivery = Delivery(cfg, producer, window=self.window, supervisor=self.supervisor,
                                  telemetry=self.telemetry, metrics=self.metrics,
                                  retirer=self.retirer, dead_letters=self.dead_letters)
-        self._serve_metrics(cfg)
-        self._install_signals()
+        self.listeners.serve_metrics(cfg)
+        self.wakeup.install_signals()
         self.retirer.start()
         # Before the scan: a file arriving during the scan is not missed.
         self.intake.watcher.start()
@@ -252,99 +216,22 @@ class Daemon:
                     backlog_truncated=self.intake.queue.truncated,
                     detail="this daemon now drains the shared spool")
 
-    def _state_file(self) -> tuple[Path, str]:
-        """Where the state file lives: beside the spool when a standby may take it over."""
-        if self.config.standby:
-            return self.config.spool_dir, statefile.SHARED_STATE_FILE
-        return self.config.state_dir, statefile.STATE_FILE
-
-    def _start_http(self, cfg: Config) -> None:
-        """The jobcomp/elasticsearch intake (HttpListen), writing into the spool."""
-        if cfg.http_listen is None:
-            return
-        self.http = HttpIntake(self.spool, cfg.http_listen,
-                               max_body=cfg.params.max_record_bytes, cluster=cfg.cluster_name)
-        self.http.start()
-        host, port = self.http.address
-        log.info("http_listening", address=f"{host}:{port}")
-
-    def _serve_metrics(self, cfg: Config) -> None:
-        """(Re)start the metrics endpoint when MetricsListen is set; a failure is logged."""
-        if cfg.metrics_listen is None:
-            self.metrics.stop_serving()
-            return
-        try:
-            host, port = self.metrics.serve(*cfg.metrics_listen)
-        except metricsmod.MetricsError as e:
-            self.telemetry.note_error(str(e))
-            log.error("metrics_unavailable", error=str(e))
-            return
-        log.info("metrics_listening", address=f"{host}:{port}")
-
-    def _load_state(self) -> None:
-        try:
-            saved = statefile.load(*self._state_file())
-        except statefile.StateError as e:
-            moved = statefile.move_aside(*self._state_file())
-            log.error(
-                "state_file_unusable",
-                error=str(e),
-                moved_to=str(moved),
-                detail="continuing from the spool; nothing is lost, re-sends are not annotated",
-            )
-            return
-        if saved is None:
-            return
-        self.telemetry.counters = dict(saved.counters)
-        suspects = 0 if saved.clean else self.config.params.max_inflight
-        self.intake.carryover = Carryover(saved.attempts, set(saved.in_flight), suspects)
-        if not saved.clean:
-            log.warning(
-                "unclean_stop",
-                detail="the last run did not stop cleanly; its in-flight records are re-sent "
-                "with the redelivery header",
-                suspects=suspects,
-            )
+    def _restore_state(self) -> None:
+        restored = checkpoint.restore(self.config)
+        if restored is not None:
+            self.telemetry.counters, self.intake.carryover = restored
 
     def _save_state(self, *, clean: bool, pending: list[str] | None = None,
                     in_flight: list[str] | None = None) -> None:
-        st = statefile.State(
-            clean=clean,
-            pending=pending or [],
-            in_flight=in_flight or [],
-            attempts=self.window.attempts(),
-            counters=dict(self.telemetry.counters),
-        )
-        folder, name = self._state_file()
-        try:
-            statefile.save(folder, st, name)
-        except OSError as e:
-            log.error("state_save_failed", path=str(folder), error=str(e))
-
-    def _install_signals(self) -> None:
-        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        signal.signal(signal.SIGTERM, self._on_stop_signal)
-        signal.signal(signal.SIGINT, self._on_stop_signal)
-        signal.signal(signal.SIGHUP, self._on_hup)
-
-    def _on_stop_signal(self, signum: int, _frame: object) -> None:
-        self._stopping = True
-
-    def _on_hup(self, signum: int, _frame: object) -> None:
-        self._reload_requested = True
-
-    def wake(self) -> None:
-        """Interrupt the main loop's wait; callable from any thread."""
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"w")
+        checkpoint.save(self.config, clean=clean, attempts=self.window.attempts(),
+                        counters=self.telemetry.counters, pending=pending, in_flight=in_flight)
 
     # -- the main loop --------------------------------------------------------------------
 
     def _loop(self) -> None:
-        while not self._stopping:
+        while not self.wakeup.stop_requested:
             now = time.monotonic()
-            if self._reload_requested:
-                self._reload_requested = False
+            if self.wakeup.take_reload():
                 self._reload()
             self.retirer.collect()
             self.intake.take_events()
@@ -362,16 +249,17 @@ class Daemon:
             if now >= self._next_tick:
                 self._tick(now)
             if not busy and not self._has_work():
-                self._wait(self._idle_timeout(time.monotonic()))
+                self.wakeup.wait(self._idle_timeout(time.monotonic()))
             else:
-                self._drain_wake_pipe()
+                self.wakeup.drain()
 
     def _busy_poll_s(self, now: float) -> float:
         return ARRIVING_POLL_S if self.intake.arriving(now) else BUSY_POLL_S
 
     def _has_work(self) -> bool:
         room = len(self.window) < self.config.params.max_inflight
-        return self.window.has_queued() or self._stopping or (room and bool(self.intake.queue))
+        return (self.window.has_queued() or self.wakeup.stop_requested
+                or (room and bool(self.intake.queue)))
 
     def _idle_timeout(self, now: float) -> float:
         timeout = min(float(self.config.params.poll_interval_s or 1),
@@ -381,16 +269,6 @@ class Daemon:
             timeout = min(timeout, retry_at - now)
         timeout = min(timeout, self._next_tick - now, self.watchdog.time_left(now))
         return max(0.0, timeout)
-
-    def _wait(self, timeout: float) -> None:
-        with contextlib.suppress(InterruptedError):
-            select.select([self._wake_r], [], [], timeout)
-        self._drain_wake_pipe()
-
-    def _drain_wake_pipe(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._wake_r, 4096):
-                pass
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -417,74 +295,12 @@ class Daemon:
         notify.reloading()
         self._phase = "reloading"
         try:
-            self._apply_reload()
+            assert self.delivery is not None
+            self.config = self.reloader.apply(self.config, self.delivery)
         finally:
             self._phase = "running"
             self._tick(time.monotonic(), force=True)
             notify.ready(self.telemetry.status_text)
-
-    def _apply_reload(self) -> None:
-        old = self.config
-        try:
-            loaded = configmod.load(old.path)
-        except ConfigError as e:
-            self.telemetry.note_error(str(e))
-            self.telemetry.reloaded(False)
-            log.error("reload_failed", error=str(e), detail="the running configuration is kept")
-            return
-        todo = reload.plan(loaded, old)
-        new = todo.config
-        assert self.delivery is not None
-        if todo.kafka and not self.delivery.rebuild(
-            "librdkafka properties changed", producer_config(new), intended=True
-        ):
-            self.telemetry.reloaded(False)
-            log.error("reload_failed", error="the new librdkafka properties were refused",
-                      detail="the running configuration is kept")
-            return
-        self.config = self.intake.config = new
-        self.delivery.config = new
-        self._note_restart_needed(todo.restart_needed, old)
-        logmod.configure(debug=new.debug_jobcomp, log_format=new.log_format,
-                         target=new.log_target)
-        if todo.spool_limits:
-            self.spool.max_record_bytes = new.params.max_record_bytes
-            self.spool.allowed_uids = reload.spool_owners(new)
-        for warning in self.spool.set_min_free(new.spool_min_free_bytes):
-            log.warning("spool_warning", detail=warning)
-        if todo.metrics:
-            self._serve_metrics(new)
-        if todo.http:
-            self._restart_http(new)
-        elif self.http is not None:
-            self.http.max_body = new.params.max_record_bytes
-            self.http.cluster = new.cluster_name
-        for warning in new.warnings:
-            log.warning("config_warning", detail=warning)
-        self.telemetry.reloaded(True)
-        log.info("reloaded", topic=new.params.topic, topic_job_start=new.params.topic_job_start,
-                 kafka=new.redacted_kafka())
-
-    def _note_restart_needed(self, pending: dict[str, str], running: Config) -> None:
-        """Say once which configured values wait for a restart, and keep them for the status."""
-        if pending != self.restart_needed and pending:
-            log.warning("reload_needs_restart", configured=pending,
-                        running={k: str(getattr(running, k)) for k in pending},
-                        detail="kept in force until jobcompd restarts "
-                        "(systemctl restart jobcompd)")
-        self.restart_needed = pending
-
-    def _restart_http(self, cfg: Config) -> None:
-        """HttpListen changed: stop the intake and start it on the new address, if any."""
-        if self.http is not None:
-            self.http.stop()
-            self.http = None
-        try:
-            self._start_http(cfg)
-        except HttpIntakeError as e:
-            self.http = None
-            self.telemetry.note_error(str(e))
-            log.error("http_unavailable", error=str(e))
 
     # -- shutdown -------------------------------------------------------------------------
 
@@ -492,8 +308,7 @@ class Daemon:
         """Stop intake, purge what was never sent, flush, save the state file."""
         self._phase = "stopping"
         notify.stopping(self.config.params.flush_timeout_ms)
-        if self.http is not None:
-            self.http.stop()  # what it accepted is in the spool; Slurm retries the rest
+        self.listeners.stop_http()
         self.intake.watcher.stop()
         if self.delivery is None:
             return
@@ -523,7 +338,8 @@ class Daemon:
             backlog_truncated=self.intake.queue.truncated,
             in_flight=len(self.window), oldest_pending_ns=self.intake.oldest_pending_ns(),
             broker_up=self.supervisor.broker_up, dead_letters=self._dead_letters,
-            unreadable=len(self.intake.unreadable), restart_needed=self.restart_needed,
+            unreadable=len(self.intake.unreadable),
+            restart_needed=self.reloader.restart_needed,
             config=self.config, role=self.role, spool_free_bytes=self.spool.free_bytes(),
             spool_bytes=self.spool_usage.measure(now),
         ), textfile=slow)
@@ -539,18 +355,20 @@ class Daemon:
             log.error("spool_lock_lost", error=str(e),
                       detail="stopping; records in flight stay in the spool")
             self._lock_lost = True
-            self._stopping = True
+            self.wakeup.stop_requested = True
             self._exit_code = EX_TEMPFAIL
 
 
-def producer_config(cfg: Config) -> dict[str, str]:
-    """The Config's producer properties, plus librdkafka statistics every
-    STATS_INTERVAL_MS when metrics are exported and the operator chose no interval."""
-    conf = cfg.producer_config()
-    metrics_on = cfg.metrics_listen is not None or cfg.metrics_textfile is not None
-    if metrics_on and "statistics.interval.ms" not in conf:
-        conf["statistics.interval.ms"] = str(STATS_INTERVAL_MS)
-    return conf
+def prepare_spool(spool_: spool.Spool, cfg: Config) -> None:
+    """Make the spool's folders, set its free-space floor, remove what killed hooks left in
+    tmp/; each finding is logged."""
+    for warning in spool_.ensure_dirs():
+        log.warning("spool_warning", detail=warning)
+    for warning in spool_.set_min_free(cfg.spool_min_free_bytes):
+        log.warning("spool_warning", detail=warning)
+    for name in spool_.clean_tmp(older_than_s=TMP_MAX_AGE_S):
+        log.warning("stale_tmp_removed", file=name,
+                    detail="left in tmp/ by a hook that was killed before its rename")
 
 
 def run(config_path: Path) -> int:

@@ -27,6 +27,8 @@ from jobcompd.spool.retirer import Retirer
 
 log = structlog.get_logger("jobcompd")
 
+#: librdkafka statistics interval when metrics are on and JobCompLoc sets none.
+STATS_INTERVAL_MS = 30_000
 #: First retry delay after a failed delivery; doubles up to retry_backoff_max.
 RETRY_BACKOFF_MIN_S = 1.0
 
@@ -247,3 +249,13 @@ class Delivery:
             (in_flight if msg.name in sent else pending).append(msg.name)
         self.producer.abandon()
         return sorted(pending), sorted(in_flight)
+
+
+def producer_config(cfg: Config) -> dict[str, str]:
+    """The Config's producer properties, plus librdkafka statistics every
+    STATS_INTERVAL_MS when metrics are exported and the operator chose no interval."""
+    conf = cfg.producer_config()
+    metrics_on = cfg.metrics_listen is not None or cfg.metrics_textfile is not None
+    if metrics_on and "statistics.interval.ms" not in conf:
+        conf["statistics.interval.ms"] = str(STATS_INTERVAL_MS)
+    return conf

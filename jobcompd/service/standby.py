@@ -15,16 +15,19 @@ it, and a SIGHUP is applied once it takes over.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from os import EX_CANTCREAT, EX_CONFIG, EX_OK, EX_TEMPFAIL
 from pathlib import Path
 
 import structlog
 
 from jobcompd.config import Config
 from jobcompd.service import mounts
-from jobcompd.service.spoollock import SpoolLock
+from jobcompd.service.spoollock import SpoolLock, identity
 from jobcompd.service.statusfile import Role
 from jobcompd.service.telemetry import TICK_S
 
@@ -74,6 +77,50 @@ class Hooks:
     pause: Callable[[float], None]
     ping: Callable[[float], object]
     publish: Callable[[Role], None]
+    #: called once before the wait: signals, metrics endpoint, READY=1 as the standby
+    begin: Callable[[Role], None]
+
+
+@dataclass(frozen=True)
+class Held:
+    """The spool lock is this daemon's: its role, the idle rescan interval this spool needs,
+    and whose lock it waited for (None when it took a free lock)."""
+
+    role: Role
+    rescan_s: float | None
+    previous: str | None = None
+
+
+def hold_spool(cfg: Config, lock: SpoolLock, hooks: Hooks) -> Held | int:
+    """Take the spool lock, or with Standby=yes wait for it as the standby. Held once it is
+    this daemon's; else the exit code (78: a spool where the lock would not exclude the other
+    host; 73: no lock file; 75: held by another daemon; 0: stopped while waiting)."""
+    try:
+        rescan_s = shared_rescan(cfg, check_mount(cfg.spool_dir, cfg.standby))
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(cfg.spool_dir, 0o750)
+        if lock.try_acquire():
+            return Held(Role(active=True, holder=identity()), rescan_s)
+        if not cfg.standby:
+            log.error("already_running", error=f"another jobcompd ({lock.holder()}) "
+                      f"already runs on SpoolDir {cfg.spool_dir} (it holds {lock.path}); "
+                      "stop it first, or set Standby=yes to wait as its standby")
+            return EX_TEMPFAIL
+        wait = Standby(lock, hooks)
+        hooks.begin(Role(active=False, holder=wait.holder))
+        waited = wait.wait()
+        if waited is None:
+            return EX_OK
+        return Held(Role(active=True, holder=identity(), waited_s=waited), rescan_s,
+                    previous=wait.holder)
+    except SpoolNotShareable as e:
+        log.error("start_failed", error=str(e))
+        return EX_CONFIG
+    except OSError as e:
+        log.error("start_failed", error=f"cannot lock the spool: {e.strerror}: "
+                  f"{e.filename or lock.path}", detail="SpoolDir must be writable by "
+                  "jobcompd's user, who keeps its lock file .jobcompd.lock there")
+        return EX_CANTCREAT
 
 
 class Standby:
