@@ -40,6 +40,7 @@ from jobcompd.service.supervisor import Supervisor
 from jobcompd.service.telemetry import TICK_S, Snapshot, Telemetry
 from jobcompd.service.wakeup import Wakeup
 from jobcompd.service.window import Window
+from jobcompd.spool.layout import refuse_segments
 from jobcompd.spool.retirer import Retirer
 from jobcompd.spool.space import UsageMeter
 
@@ -125,7 +126,7 @@ class Daemon:
     def _run_holding(self) -> int:
         """Start and run while this daemon holds the spool lock; the exit code."""
         try:
-            self.spool.refuse_segments()
+            refuse_segments(self.spool.root)
         except spool.SpoolError as e:
             log.error("start_failed", error=str(e))
             return EX_CONFIG

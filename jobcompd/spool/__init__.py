@@ -2,7 +2,8 @@
 acknowledges it. SPEC.md beside this file is the contract every writer and the daemon follow.
 
     names        the file-name rule: parse_name, make_name
-    files        Spool: set-up, scan, read, retire, write_record
+    files        Spool: scan, read, retire, write_record
+    layout       the folders: made and checked, tmp/ cleaned, a segment spool refused
     space        free space: the threshold every writer keeps free, the figures for the gauges
     deadletters  failed/ and the reason files
     durable      create, fsync, rename: the steps of the writer contract

@@ -19,9 +19,8 @@ import time
 from collections.abc import Iterator, Set
 from pathlib import Path
 
-from jobcompd.spool import deadletters, space
+from jobcompd.spool import deadletters, layout, space
 from jobcompd.spool.durable import (
-    DIR_MODE,
     fsync_dir,
     open_for_reading,
     unlink_quietly,
@@ -49,23 +48,6 @@ def _access_fix(path: str) -> str:
             user = str(os.geteuid())
         return f"chown {shlex.quote(user)} {shlex.quote(path)}"
     return f"chmod u+r {shlex.quote(path)}"
-
-
-def _mkdir(path: Path) -> bool:
-    """Create `path` (mode DIR_MODE) unless it is a directory; True if created."""
-    try:
-        os.mkdir(path, DIR_MODE)
-    except FileExistsError:
-        if not path.is_dir():
-            raise SpoolError(f"{path} exists but is not a directory; move it away so "
-                             "jobcompd can create the spool there") from None
-        return False
-    except OSError as e:
-        raise SpoolError(f"cannot create spool directory {path}: {e.strerror}; create it "
-                         "(owned by SlurmUser, mode 0750), e.g. with systemd-tmpfiles "
-                         "--create") from e
-    os.chmod(path, DIR_MODE)  # mkdir's mode is filtered by the umask
-    return True
 
 
 def _open_error(name: str, path: str, e: OSError) -> RejectedFile:
@@ -103,41 +85,9 @@ class Spool:
     # -- set-up -----------------------------------------------------------------------------
 
     def ensure_dirs(self) -> list[str]:
-        """Create what is missing and return warnings about what is unsafe.
-
-        Missing directories are made with mode 0750. When the spool folder exists and we are
-        root, new subdirectories get its owner and group, so that the hook (running as
-        SlurmUser, who should own the spool folder) can write tmp/ and new/.
-        Raises SpoolError when a path exists but is not a directory, or when new/ or failed/
-        is not readable and writable by this process (what ``jobcompd check`` calls a FAIL).
+        """Create what is missing, return warnings about what is unsafe (layout.ensure_dirs).
         """
-        warnings: list[str] = []
-        created_root = _mkdir(self.root)
-        root_st = os.stat(self.root)
-        for sub in (self.tmp, self.new, self.failed):
-            if _mkdir(sub) and not created_root and os.geteuid() == 0:
-                os.chown(sub, root_st.st_uid, root_st.st_gid)
-        stats = {p: os.stat(p) for p in (self.root, self.tmp, self.new, self.failed)}
-        for path, st in stats.items():
-            if st.st_mode & stat.S_IWOTH:
-                warnings.append(
-                    f"spool directory {path} is world-writable (mode {stat.filemode(st.st_mode)})"
-                    f": anyone can plant or remove records; chmod o-w {path}")
-        for path in (self.tmp, self.failed):
-            if stats[path].st_dev != stats[self.new].st_dev:
-                warnings.append(
-                    f"{path} and {self.new} are on different file systems: renames between "
-                    "them are not atomic (the hook's mv falls back to copying, dead-lettering "
-                    "fails); keep tmp/, new/ and failed/ on one file system")
-        for path in (self.new, self.failed):
-            if not os.access(path, os.R_OK | os.W_OK | os.X_OK, effective_ids=True):
-                raise SpoolError(
-                    f"jobcompd (uid {os.geteuid()}) cannot read and write {path} (owner uid "
-                    f"{stats[path].st_uid}, mode {stat.filemode(stats[path].st_mode)}): it "
-                    "removes delivered records there and moves bad ones into failed/; give "
-                    "the spool to the daemon's user (systemd-tmpfiles --create, or chown -R "
-                    "SlurmUser of the spool); jobcompd check names the fix")
-        return warnings
+        return layout.ensure_dirs(self.root, self.tmp, self.new, self.failed)
 
     def set_min_free(self, value: int) -> list[str]:
         """Apply SpoolMinFreeBytes to this object's writes and tell the hooks through the
@@ -154,28 +104,6 @@ class Spool:
     def free_bytes(self) -> int | None:
         """Bytes still free on the spool's file system for an unprivileged writer."""
         return space.free_bytes(self.new)
-
-    def refuse_segments(self) -> None:
-        """Refuse a spool whose seg/ holds files: segments were a spool format that was never
-        released and is no longer read, and records left there would be stranded silently.
-
-        Raises SpoolError naming the files and what to do.
-        """
-        seg = self.root / "seg"
-        try:
-            names = sorted(os.listdir(seg))
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        except OSError as e:
-            raise SpoolError(f"cannot list {seg}: {e.strerror}; fix its permissions or "
-                             "remove it") from e
-        if names:
-            shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10
-                                            else "")
-            raise SpoolError(
-                f"{seg} holds {len(names)} segment file(s) ({shown}): this version of jobcompd "
-                "no longer reads segments. Let the version that wrote them deliver them (start "
-                f"it once until {seg} is empty), then remove {seg} and start this version")
 
     # -- intake -----------------------------------------------------------------------------
 
@@ -367,28 +295,11 @@ class Spool:
         fsync_dir(self.new)
         return name
 
-    def clean_tmp(self, older_than_s: float) -> list[str]:
-        """Remove files a killed writer left in tmp/ (older than `older_than_s` seconds).
-
-        A hook that slurmctld kills mid-way leaves its temporary file behind; it never
-        reached new/, so it is not a record. Maildir waits 36 hours before removing such
-        files; a caller should wait at least much longer than a writer can take.
-        """
-        cutoff = time.time() - older_than_s
-        removed: list[str] = []
-        with os.scandir(self.tmp) as it:
-            for entry in it:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                    if stat.S_ISDIR(st.st_mode) or st.st_mtime >= cutoff:
-                        continue
-                    os.unlink(entry.path)
-                except FileNotFoundError:
-                    continue
-                removed.append(entry.name)
-        return sorted(removed)
-
     # -- dead letters (for the CLI) ---------------------------------------------------------
+
+    def clean_tmp(self, older_than_s: float) -> list[str]:
+        """Remove files a killed writer left in tmp/ (layout.clean_tmp)."""
+        return layout.clean_tmp(self.tmp, older_than_s)
 
     def failed_entries(self) -> list[tuple[str, dict]]:
         """Dead letters in name order, each with its reason (deadletters.entries)."""
