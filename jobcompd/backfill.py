@@ -280,32 +280,42 @@ def _writing_as_owner_of(directory: Path, say: Callable[[str], None]) -> Iterato
         os.setegid(0)
 
 
-def cmd_backfill(args: argparse.Namespace) -> int:
-    def say(line: str) -> None:
-        print(f"jobcompd backfill: {line}", file=sys.stderr, flush=True)
+def _say(line: str) -> None:
+    print(f"jobcompd backfill: {line}", file=sys.stderr, flush=True)
 
+
+def _open(args: argparse.Namespace) -> tuple[configmod.Config, bytes, Spool] | int:
+    """The configuration, the dump and the spool to write into; or the exit code, said."""
     try:
         cfg = configmod.load(configmod.config_path(args.config))
     except configmod.ConfigError as exc:
-        say(str(exc))
+        _say(str(exc))
         return EX_CONFIG
     try:
         data = _read_input(args.file)
     except OSError as exc:
-        say(f"cannot read {args.file}: {exc.strerror}")
+        _say(f"cannot read {args.file}: {exc.strerror}")
         return EX_NOINPUT
     spool = Spool(cfg.spool_dir, max_record_bytes=cfg.params.max_record_bytes, allowed_uids=None)
     if not args.dry_run:
         problem = _spool_problem(spool, cfg)
         if problem is not None:
-            say(problem[1])
+            _say(problem[1])
             return problem[0]
+    return cfg, data, spool
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    opened = _open(args)
+    if isinstance(opened, int):
+        return opened
+    cfg, data, spool = opened
     total, items = read_jobs(data)
     bar = _Progress(total, sys.stderr)
 
     def report(line: str) -> None:
         bar.clear()
-        say(line)
+        _say(line)
 
     def emit(value: bytes, job_id: int) -> None:
         if args.dry_run:
@@ -326,21 +336,21 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         if args.dry_run:
             summary = backfill(items, emit, **options)
         else:
-            with _writing_as_owner_of(spool.new, say):
+            with _writing_as_owner_of(spool.new, _say):
                 summary = backfill(items, emit, **options)
     except OSError as exc:
         bar.close()
-        say(
+        _say(
             f"writing into {spool.new} failed: {exc}; the records written before stay and will "
             "be sent. Fix the cause and run backfill again: repeats carry the same jobcompd-id"
         )
         return EX_IOERR
     bar.close()
     if total is None and summary.read == 0 and not summary.slurm_errors:
-        say(f"{args.file} holds no JSON: expected a sacct or scontrol --json dump")
+        _say(f"{args.file} holds no JSON: expected a sacct or scontrol --json dump")
         return EX_DATAERR
     where = "" if args.dry_run else f" into {spool.new}"
-    say(summary.line(dry_run=args.dry_run) + where)
+    _say(summary.line(dry_run=args.dry_run) + where)
     return EX_DATAERR if summary.problems else EX_OK
 
 

@@ -158,6 +158,28 @@ def parse_librdkafka_stats(text: str | bytes) -> LibrdkafkaStats:
         raise MetricsError(f"librdkafka statistics are not JSON: {e}") from None
     if not isinstance(doc, dict):
         raise MetricsError("librdkafka statistics are not a JSON object")
+    eos = doc.get("eos")
+    idemp = eos.get("idemp_state") if isinstance(eos, dict) else None
+    return LibrdkafkaStats(
+        client=str(doc.get("name", "")),
+        queue_messages=_number(doc, "msg_cnt", "stats"),
+        queue_bytes=_number(doc, "msg_size", "stats"),
+        queue_max_messages=_number(doc, "msg_max", "stats"),
+        queue_max_bytes=_number(doc, "msg_size_max", "stats"),
+        reply_queue=_number(doc, "replyq", "stats"),
+        tx_requests=_number(doc, "tx", "stats"),
+        tx_bytes=_number(doc, "tx_bytes", "stats"),
+        rx_requests=_number(doc, "rx", "stats"),
+        rx_bytes=_number(doc, "rx_bytes", "stats"),
+        tx_messages=_number(doc, "txmsgs", "stats"),
+        tx_message_bytes=_number(doc, "txmsg_bytes", "stats"),
+        idempotence_state=str(idemp) if idemp is not None else None,
+        brokers=_broker_stats(doc),
+        partitions=_partition_stats(doc),
+    )
+
+
+def _broker_stats(doc: dict[str, Any]) -> tuple[BrokerStats, ...]:
     brokers = []
     for key, b in sorted(_object(doc, "brokers", "stats").items()):
         where = f"brokers[{key!r}]"
@@ -184,6 +206,10 @@ def parse_librdkafka_stats(text: str | bytes) -> LibrdkafkaStats:
             rtt_avg_s=avg,
             rtt_p99_s=p99,
         ))
+    return tuple(brokers)
+
+
+def _partition_stats(doc: dict[str, Any]) -> tuple[PartitionStats, ...]:
     partitions = []
     for topic_name, t in sorted(_object(doc, "topics", "stats").items()):
         if not isinstance(t, dict):
@@ -202,25 +228,7 @@ def parse_librdkafka_stats(text: str | bytes) -> LibrdkafkaStats:
                 tx_messages=_number(p, "txmsgs", where),
                 tx_bytes=_number(p, "txbytes", where),
             ))
-    eos = doc.get("eos")
-    idemp = eos.get("idemp_state") if isinstance(eos, dict) else None
-    return LibrdkafkaStats(
-        client=str(doc.get("name", "")),
-        queue_messages=_number(doc, "msg_cnt", "stats"),
-        queue_bytes=_number(doc, "msg_size", "stats"),
-        queue_max_messages=_number(doc, "msg_max", "stats"),
-        queue_max_bytes=_number(doc, "msg_size_max", "stats"),
-        reply_queue=_number(doc, "replyq", "stats"),
-        tx_requests=_number(doc, "tx", "stats"),
-        tx_bytes=_number(doc, "tx_bytes", "stats"),
-        rx_requests=_number(doc, "rx", "stats"),
-        rx_bytes=_number(doc, "rx_bytes", "stats"),
-        tx_messages=_number(doc, "txmsgs", "stats"),
-        tx_message_bytes=_number(doc, "txmsg_bytes", "stats"),
-        idempotence_state=str(idemp) if idemp is not None else None,
-        brokers=tuple(brokers),
-        partitions=tuple(partitions),
-    )
+    return tuple(partitions)
 
 
 # --------------------------------------------------------------------------- the metrics
@@ -385,6 +393,15 @@ class Metrics:
         out.append(_counter("jobcompd_producer_rebuilds",
                             "Times the Kafka producer was replaced and its unacknowledged "
                             "records sent again", self.producer_rebuilds))
+        out.extend(self._state_families(now_ns))
+        out.append(self._latency_family())
+        if self._librdkafka is not None:
+            out.extend(_librdkafka_families(self._librdkafka))
+        return out
+
+    def _state_families(self, now_ns: int) -> list[Metric]:
+        """The gauges of the daemon's state, as the last tick left it."""
+        out: list[Metric] = []
         out.append(_gauge("jobcompd_backlog_records",
                           "Records in SpoolDir/new/ not yet handed to Kafka", self._backlog))
         out.append(_gauge("jobcompd_backlog_truncated",
@@ -417,9 +434,6 @@ class Metrics:
         out.append(_gauge("jobcompd_restart_needed",
                           "1 when a reload changed a setting that applies only after a restart",
                           1 if self._restart_needed else 0))
-        out.append(self._latency_family())
-        if self._librdkafka is not None:
-            out.extend(_librdkafka_families(self._librdkafka))
         return out
 
     def _latency_family(self) -> HistogramMetricFamily:
@@ -539,13 +553,51 @@ _BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain
                   b"Retry-After: 5\r\nConnection: close\r\nContent-Length: 5\r\n\r\nbusy\n")
 
 
+#: Per-broker families: (kind, name, help, BrokerStats attribute).
+_BROKER_FAMILIES: tuple[tuple[type, str, str, str], ...] = (
+    (GaugeMetricFamily, "broker_outbuf_requests", "Requests waiting to be sent",
+     "outbuf_requests"),
+    (GaugeMetricFamily, "broker_outbuf_messages", "Messages waiting to be sent",
+     "outbuf_messages"),
+    (GaugeMetricFamily, "broker_waitresp_requests", "Requests sent, awaiting a response",
+     "waitresp_requests"),
+    (GaugeMetricFamily, "broker_waitresp_messages", "Messages sent, awaiting a response",
+     "waitresp_messages"),
+    (CounterMetricFamily, "broker_tx_requests", "Requests sent", "tx_requests"),
+    (CounterMetricFamily, "broker_tx_errors", "Transmission errors", "tx_errors"),
+    (CounterMetricFamily, "broker_tx_retries", "Requests retried", "tx_retries"),
+    (CounterMetricFamily, "broker_request_timeouts", "Requests timed out",
+     "request_timeouts"),
+    (CounterMetricFamily, "broker_rx_errors", "Receive errors", "rx_errors"),
+    (CounterMetricFamily, "broker_connects", "Connection attempts", "connects"),
+    (CounterMetricFamily, "broker_disconnects", "Disconnections", "disconnects"),
+    (GaugeMetricFamily, "broker_rtt_avg_seconds", "Average request round-trip time",
+     "rtt_avg_s"),
+    (GaugeMetricFamily, "broker_rtt_p99_seconds", "99th percentile request round-trip time",
+     "rtt_p99_s"),
+)
+#: Per-partition families: (kind, name, help, PartitionStats attribute).
+_PARTITION_FAMILIES: tuple[tuple[type, str, str, str], ...] = (
+    (GaugeMetricFamily, "partition_queued_messages",
+     "Messages in the partition queue (partition -1: waiting for metadata)",
+     "queued_messages"),
+    (GaugeMetricFamily, "partition_xmit_messages", "Messages ready to be sent to the leader",
+     "xmit_messages"),
+    (GaugeMetricFamily, "partition_inflight_messages", "Messages sent, not yet acknowledged",
+     "inflight_messages"),
+    (CounterMetricFamily, "partition_tx_messages", "Messages sent", "tx_messages"),
+    (CounterMetricFamily, "partition_tx_bytes", "Message bytes sent", "tx_bytes"),
+)
+_RDKAFKA = "jobcompd_librdkafka_"
+
+
 def _librdkafka_families(st: LibrdkafkaStats) -> list[Metric]:
     """librdkafka's statistics as metric families (prefix ``jobcompd_librdkafka_``).
 
     Its counters restart at 0 when the producer is rebuilt, which Prometheus treats as any
     counter reset.
     """
-    p = "jobcompd_librdkafka_"
+    p = _RDKAFKA
     out: list[Metric] = [
         _gauge(p + "queue_messages", "Messages held by the producer (queued or in flight)",
                st.queue_messages),
@@ -568,60 +620,31 @@ def _librdkafka_families(st: LibrdkafkaStats) -> list[Metric]:
     if st.idempotence_state is not None:
         idemp.add_metric([], 1 if st.idempotence_state == "Assigned" else 0)
     out.append(idemp)
+    return out + _broker_families(st) + _partition_families(st)
 
-    def broker_family(kind: type, name: str, doc: str, attr: str) -> Metric:
-        fam = kind(p + name, doc, labels=["broker", "nodeid"])
+
+def _broker_families(st: LibrdkafkaStats) -> list[Metric]:
+    labels = ["broker", "nodeid"]
+    up = _gauge(_RDKAFKA + "broker_up", "1 when librdkafka's connection to the broker is UP",
+                labels=labels)
+    for b in st.brokers:
+        up.add_metric([b.name, str(b.nodeid)], 1 if b.state == "UP" else 0)
+    out: list[Metric] = [up]
+    for kind, name, doc, attr in _BROKER_FAMILIES:
+        fam = kind(_RDKAFKA + name, doc, labels=labels)
         for b in st.brokers:
             value = getattr(b, attr)
             if value is not None:
                 fam.add_metric([b.name, str(b.nodeid)], value)
-        return fam
+        out.append(fam)
+    return out
 
-    up = _gauge(p + "broker_up", "1 when librdkafka's connection to the broker is UP",
-                labels=["broker", "nodeid"])
-    for b in st.brokers:
-        up.add_metric([b.name, str(b.nodeid)], 1 if b.state == "UP" else 0)
-    out.append(up)
-    for kind, name, doc, attr in (
-        (GaugeMetricFamily, "broker_outbuf_requests", "Requests waiting to be sent",
-         "outbuf_requests"),
-        (GaugeMetricFamily, "broker_outbuf_messages", "Messages waiting to be sent",
-         "outbuf_messages"),
-        (GaugeMetricFamily, "broker_waitresp_requests", "Requests sent, awaiting a response",
-         "waitresp_requests"),
-        (GaugeMetricFamily, "broker_waitresp_messages", "Messages sent, awaiting a response",
-         "waitresp_messages"),
-        (CounterMetricFamily, "broker_tx_requests", "Requests sent", "tx_requests"),
-        (CounterMetricFamily, "broker_tx_errors", "Transmission errors", "tx_errors"),
-        (CounterMetricFamily, "broker_tx_retries", "Requests retried", "tx_retries"),
-        (CounterMetricFamily, "broker_request_timeouts", "Requests timed out",
-         "request_timeouts"),
-        (CounterMetricFamily, "broker_rx_errors", "Receive errors", "rx_errors"),
-        (CounterMetricFamily, "broker_connects", "Connection attempts", "connects"),
-        (CounterMetricFamily, "broker_disconnects", "Disconnections", "disconnects"),
-        (GaugeMetricFamily, "broker_rtt_avg_seconds", "Average request round-trip time",
-         "rtt_avg_s"),
-        (GaugeMetricFamily, "broker_rtt_p99_seconds", "99th percentile request round-trip time",
-         "rtt_p99_s"),
-    ):
-        out.append(broker_family(kind, name, doc, attr))
 
-    def partition_family(kind: type, name: str, doc: str, attr: str) -> Metric:
-        fam = kind(p + name, doc, labels=["topic", "partition"])
+def _partition_families(st: LibrdkafkaStats) -> list[Metric]:
+    out: list[Metric] = []
+    for kind, name, doc, attr in _PARTITION_FAMILIES:
+        fam = kind(_RDKAFKA + name, doc, labels=["topic", "partition"])
         for part in st.partitions:
             fam.add_metric([part.topic, str(part.partition)], getattr(part, attr))
-        return fam
-
-    for kind, name, doc, attr in (
-        (GaugeMetricFamily, "partition_queued_messages",
-         "Messages in the partition queue (partition -1: waiting for metadata)",
-         "queued_messages"),
-        (GaugeMetricFamily, "partition_xmit_messages", "Messages ready to be sent to the leader",
-         "xmit_messages"),
-        (GaugeMetricFamily, "partition_inflight_messages", "Messages sent, not yet acknowledged",
-         "inflight_messages"),
-        (CounterMetricFamily, "partition_tx_messages", "Messages sent", "tx_messages"),
-        (CounterMetricFamily, "partition_tx_bytes", "Message bytes sent", "tx_bytes"),
-    ):
-        out.append(partition_family(kind, name, doc, attr))
+        out.append(fam)
     return out

@@ -105,7 +105,10 @@ def build_status(
     configuration in force); ``restart_needed`` maps the keys a reload changed but could not
     apply to their configured values; ``role`` says whether this daemon holds the spool
     lock (``active``) or stands by, and who holds it (``lock_holder``); the ``spool_*`` bytes
-    are the spool's free space, what new/ takes, and SpoolMinFreeBytes (None: not known)."""
+    are the spool's free space, what new/ takes, and SpoolMinFreeBytes (None: not known).
+
+    Longer than most functions: one keyword and one key per field of the document, in the
+    document's order, which reads as the format it is."""
     if state not in STATES:
         raise ValueError(f"status state {state!r}: expected one of {', '.join(STATES)}")
     now = time.time() if now is None else now
