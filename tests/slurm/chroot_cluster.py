@@ -30,12 +30,14 @@ from tests.broker import free_port, wait_for
 from tests.slurm import chroot
 from tests.slurm.cluster import CONF_TEMPLATE as HOST_CONF_TEMPLATE
 from tests.slurm.cluster import (
+    LOCK_WAIT_S,
     ClusterBase,
     ClusterError,
     Daemon,
     SlurmCluster,
     ensure_installed,
     host_slurm_version,
+    release_lock,
     slurm22_root_reason,
     take_lock,
 )
@@ -69,6 +71,7 @@ class ChrootCluster(ClusterBase):
     ctld_port: int = field(default_factory=free_port)
     slurmd_port: int = field(default_factory=free_port)
     daemons: dict[str, Daemon] = field(default_factory=dict)
+    lock_wait: float = LOCK_WAIT_S
     _lock_fd: int | None = None
 
     def outside(self, inside: Path | str) -> Path:
@@ -77,6 +80,10 @@ class ChrootCluster(ClusterBase):
 
     def inside(self, path: Path) -> str:
         return "/" + str(Path(path).relative_to(self.root))
+
+    @property
+    def _lock_path(self) -> Path:
+        return self.root.with_name(self.root.name + ".run.lock")
 
     @property
     def base(self) -> Path:  # type: ignore[override]
@@ -92,8 +99,7 @@ class ChrootCluster(ClusterBase):
     def prepare(self) -> None:
         """Take the root's lock, mount its file systems, kill what a killed run left running
         in it, make clean folders."""
-        self._lock_fd = take_lock(self.root.with_name(self.root.name + ".run.lock"),
-                                  f"Slurm in {self.root}")  # fmt: skip
+        self._lock_fd = take_lock(self._lock_path, f"Slurm in {self.root}", self.lock_wait)
         try:
             chroot.mount(self.root)
             self._kill_leftovers()
@@ -160,7 +166,7 @@ class ChrootCluster(ClusterBase):
 
     def _release(self) -> None:
         if self._lock_fd is not None:
-            os.close(self._lock_fd)
+            release_lock(self._lock_path, self._lock_fd)
             self._lock_fd = None
 
     # -- clients -------------------------------------------------------------------------

@@ -236,17 +236,47 @@ def parse_scontrol_line(line: str) -> dict[str, str]:
     return out
 
 
-def take_lock(path: Path, what: str) -> int:
-    """An exclusive lock on ``path`` (its fd), or ClusterError when another run holds it."""
+#: How long a Slurm test waits for another one's lock: under ``make test`` (xdist, one module
+#: per worker) the pair test (tests/test_slurm_pair.py) and the end-to-end test may start
+#: together on one machine's cluster folder; the end-to-end test takes about 3 minutes.
+LOCK_WAIT_S = 420.0
+
+
+#: The locks this process holds (path → what holds it): a second cluster in one process
+#: would wait for itself.
+_HELD: dict[Path, str] = {}
+
+
+def take_lock(path: Path, what: str, wait: float = 0.0) -> int:
+    """An exclusive lock on ``path`` (its fd), waiting up to ``wait`` seconds for another run
+    to release it; ClusterError when it still holds it. Release it with ``release_lock``."""
+    if path in _HELD:
+        raise ClusterError(f"this process holds {path} already (for {_HELD[path]}): a cluster "
+                           "of an earlier test is not stopped yet (a session-scoped fixture "
+                           "stops it only when the session ends)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def locked() -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        wait_for(locked, wait, interval=0.5, what=f"the lock {path}")
+    except TimeoutError:
         os.close(fd)
-        raise ClusterError(f"another Slurm test holds {path}: it runs {what}; wait for it "
-                           "to finish") from None
+        raise ClusterError(f"another Slurm test holds {path} (waited {wait:g} s): it runs "
+                           f"{what}; wait for it to finish") from None
+    _HELD[path] = what
     return fd
+
+
+def release_lock(path: Path, fd: int) -> None:
+    """Release what ``take_lock(path, ...)`` returned."""
+    _HELD.pop(path, None)
+    os.close(fd)
 
 
 class ClusterBase:
@@ -397,6 +427,9 @@ class SlurmCluster(ClusterBase):
     ctld_port: int = field(default_factory=free_port)
     slurmd_port: int = field(default_factory=free_port)
     daemons: dict[str, Daemon] = field(default_factory=dict)
+    #: the slurm.conf template (string.Template; tests/slurm/pair.py brings its own)
+    template: Path = CONF_TEMPLATE
+    lock_wait: float = LOCK_WAIT_S
     _lock_fd: int | None = None
 
     @property
@@ -417,7 +450,7 @@ class SlurmCluster(ClusterBase):
 
     def prepare(self) -> None:
         """Take the machine-wide lock, stop a killed run's leftovers, make clean folders."""
-        self._lock_fd = take_lock(LOCK, f"the host's Slurm in {self.base}")
+        self._lock_fd = take_lock(LOCK, f"the host's Slurm in {self.base}", self.lock_wait)
         self._stop_leftovers()
         if self.base.exists():
             shutil.rmtree(self.base)
@@ -487,7 +520,7 @@ class SlurmCluster(ClusterBase):
         values = {"cluster": self.cluster, "host": self.host, "base": str(self.base),
                   "ctld_port": str(self.ctld_port), "slurmd_port": str(self.slurmd_port),
                   **settings}
-        self.conf.write_text(Template(CONF_TEMPLATE.read_text()).substitute(values))
+        self.conf.write_text(Template(self.template.read_text()).substitute(values))
 
     def _argv(self, daemon: str) -> list[str]:
         return [_which(daemon), "-D", "-f", str(self.conf)]
@@ -501,7 +534,7 @@ class SlurmCluster(ClusterBase):
             self._kill_job_processes()
         finally:
             if self._lock_fd is not None:
-                os.close(self._lock_fd)
+                release_lock(LOCK, self._lock_fd)
                 self._lock_fd = None
 
     # -- clients -------------------------------------------------------------------------
