@@ -63,6 +63,7 @@ def pair():
     controllers = ControllerPair(cluster)
     try:
         cluster.prepare()
+        controllers.stop_leftover_jobcompd()
         cluster.start_munge()
     except (ClusterError, chroot.RootError) as e:
         controllers.stop()
@@ -104,6 +105,7 @@ def install_hook(pair: ControllerPair, spool: Path) -> str:
 
 
 def hook_log(pair: ControllerPair) -> Path:
+    """Where the wrapper logs each run (as the host sees it)."""
     return pair.cluster.base / "hooks" / "ran.log"
 
 
@@ -118,20 +120,18 @@ def hook_runs(pair: ControllerPair) -> dict[int, list[tuple[str, str]]]:
 
 
 def start_jobcompd(pair: ControllerPair, bootstrap: str) -> tuple[DaemonUnderTest, ...]:
-    """ctl1's jobcompd (active) and ctl2's (its standby) on the shared spool."""
-    spool = pair.shared / "jobcompd"
-    daemons = []
-    for ctl in (PRIMARY, BACKUP):
+    """ctl1's jobcompd (active) and ctl2's (its standby) on the shared spool, one topic."""
+    def on(ctl: str, topic: str | None) -> DaemonUnderTest:
         d = DaemonUnderTest(root=pair.cluster.base / f"jobcompd-{ctl}", bootstrap=bootstrap,
-                            cluster=pair.cluster.cluster,
-                            # JobComp: each delivery logged (with its job id)
-                            extra_conf={"Standby": "yes", "DebugFlags": "JobComp"},
-                            command_prefix=uts_prefix(ctl),
-                            **({"topic": daemons[0].topic} if daemons else {}))
-        d.spool = spool
+                            cluster=pair.cluster.cluster, command_prefix=uts_prefix(ctl),
+                            # JobComp: each delivery is logged, with its job id
+                            extra_conf={"Standby": "yes", "DebugFlags": "JobComp"})
+        d.topic = topic or d.topic
+        d.spool = pair.shared / "jobcompd"
         d.write_config()
-        daemons.append(d)
-    active, standby = daemons
+        return d
+    active = on(PRIMARY, None)
+    standby = on(BACKUP, active.topic)
     active.start()
     standby.start(wait_ready=False)
     standby.wait_log("standby")

@@ -20,6 +20,7 @@ its munged and its client commands.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import signal
@@ -70,6 +71,7 @@ class ControllerPair:
     def __init__(self, cluster: ClusterBase) -> None:
         self.cluster = cluster
         cluster.template = PAIR_TEMPLATE  # type: ignore[attr-defined]
+        self._made_hosts: Path | None = None  # a root's hosts file made to bind over
 
     # -- folders -------------------------------------------------------------------------
 
@@ -90,8 +92,9 @@ class ControllerPair:
 
     def _make_folders(self) -> None:
         target = self._hosts_target()
-        if not target.exists():  # a bind mount needs a file to cover
+        if not target.exists():  # a bind mount needs a file to cover (removed by stop())
             target.write_text("127.0.0.1 localhost\n")
+            self._made_hosts = target
         ours = "".join(f"{addr} {name}\n" for name, addr in CONTROLLERS)
         for name, _ in CONTROLLERS:
             self.local(name).mkdir(parents=True, exist_ok=True)
@@ -104,9 +107,9 @@ class ControllerPair:
     def start(self, jobcomp_loc: str) -> None:
         """slurm.conf, then ctl1, ctl2 and slurmd, each once the one before answers."""
         self._make_folders()
-        names = {"ctl1": PRIMARY, "ctl2": BACKUP}
-        addrs = {f"{key}_addr": addr for key, (_, addr) in zip(names, CONTROLLERS, strict=True)}
-        self.cluster.write_conf(jobcomp_loc=jobcomp_loc, **names, **addrs)
+        (ctl1, ctl1_addr), (ctl2, ctl2_addr) = CONTROLLERS
+        self.cluster.write_conf(jobcomp_loc=jobcomp_loc, ctl1=ctl1, ctl1_addr=ctl1_addr,
+                                ctl2=ctl2, ctl2_addr=ctl2_addr)
         for name, _ in CONTROLLERS:
             self._start_ctld(name)
         self.cluster._start_daemon("slurmd", self.cluster._argv("slurmd"))
@@ -196,4 +199,21 @@ class ControllerPair:
                 if d is not None:
                     d.stop()
         finally:
+            if self._made_hosts is not None:
+                self._made_hosts.unlink(missing_ok=True)
             self.cluster.stop()
+
+    def stop_leftover_jobcompd(self) -> None:
+        """SIGKILL the jobcompd daemons a killed run left (they have no PID file): those
+        whose command line names a configuration in the cluster's folder."""
+        marker = f"{self.cluster.base}/jobcompd-".encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"jobcompd" in argv and any(a.startswith(marker) for a in argv):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry.name), signal.SIGKILL)
