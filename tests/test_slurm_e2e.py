@@ -59,7 +59,7 @@ WEIRD_NAME = 'e2e name with spaces ünïcødé ✓ 日本 "q"'
 ABSENT = "(no such key)"  # an expected value: the message must not have the key
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def slurm():
     """Slurm 22.05 and munge there (the host's or a Debian 12 root's), munged answering,
     folders clean; the test starts slurmctld and slurmd with its own settings. Everything
