@@ -8,9 +8,12 @@ first active, the second its standby. The run:
 
 1. under ctl1: short jobs end (their records are sent by ctl1's jobcompd); two jobs start that
    run until the test lets them end, and a held job waits;
-2. ``scontrol takeover``: ctl2 takes control, ctl1 exits; ctl1's jobcompd is SIGKILLed (its
-   host is gone) and ctl2's takes over the spool;
-3. under ctl2: the two running jobs end, the held one is released and ends, new jobs end.
+2. ``scontrol takeover``: ctl2 takes control, ctl1's slurmctld exits;
+3. under ctl2: the two running jobs end, and ctl1's jobcompd (its host still up) sends the
+   records ctl2's hook wrote;
+4. ctl1's jobcompd hangs (SIGSTOP): the held job is released and ends, new jobs end, their
+   records wait in the spool and the standby does not take the held lock; then ctl1's
+   jobcompd is fenced (SIGKILL) and ctl2's takes the spool over with that backlog.
 
 Then every job's end record is in Kafka, once (a duplicate only with the same key, value and
 ``jobcompd-id``), with the state and exit code scontrol shows; nothing is left in the spool's
