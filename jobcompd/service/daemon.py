@@ -207,7 +207,8 @@ class Daemon:
         if self._took_over_from is not None:
             self._log_takeover()
         self._phase = "running"
-        self._tick(time.monotonic(), force=True)
+        # new/'s size takes a stat per record (seconds for a million): the next tick sums it.
+        self._tick(time.monotonic(), force=True, measure_usage=False)
         notify.ready(self.telemetry.status_text)
 
     def _log_takeover(self) -> None:
@@ -325,7 +326,7 @@ class Daemon:
 
     # -- status: STATUS=, the status file, the gauges ---------------------------------
 
-    def _tick(self, now: float, force: bool = False) -> None:
+    def _tick(self, now: float, force: bool = False, *, measure_usage: bool = True) -> None:
         """Bring STATUS=, the status file and the gauges up to date (every TICK_S)."""
         self._next_tick = now + TICK_S
         self._check_spool_lock()
@@ -342,7 +343,8 @@ class Daemon:
             unreadable=len(self.intake.unreadable),
             restart_needed=self.reloader.restart_needed,
             config=self.config, role=self.role, spool_free_bytes=self.spool.free_bytes(),
-            spool_bytes=self.spool_usage.measure(now),
+            spool_bytes=self.spool_usage.measure(now) if measure_usage
+            else self.spool_usage.value,
         ), textfile=slow)
 
     def _check_spool_lock(self) -> None:
