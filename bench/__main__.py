@@ -21,12 +21,12 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-from bench import backlog, ceilings, drain, hook, latency, machine, shutdown, workload
+from bench import backlog, ceilings, drain, hook, latency, machine, shutdown, startup, workload
 from bench.harness import Context, Row, compile_daemon, loadavg, remove_tree, settle
 
 #: In the order they run: ceilings first, so the drain is judged against them.
 BENCHMARKS: dict[str, ModuleType] = {
-    m.NAME: m for m in (ceilings, drain, latency, backlog, hook, shutdown)
+    m.NAME: m for m in (ceilings, drain, latency, backlog, hook, shutdown, startup)
 }
 
 
@@ -53,7 +53,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         metavar="N",
-        help="files for the big-backlog benchmark (default 1,000,000; quick 50,000)",
+        help="files for the big-backlog and start-up benchmarks (default 1,000,000; quick "
+        "50,000)",
     )
     p.add_argument(
         "--dir",

@@ -49,7 +49,7 @@ def run(ctx: Context) -> list[Row]:
         created_s = time.monotonic() - t0
         settle()
         with broker(ctx, NAME) as tansu:
-            with daemon(ctx, root, tansu) as d:
+            with daemon(ctx, root, tansu.bootstrap) as d:
                 ready = d.wait_ready(timeout=300)
                 ready_rss_kib, _ = memory_kib(d.pid)
                 drain_start = time.monotonic()

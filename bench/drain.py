@@ -60,7 +60,7 @@ def drain_once(
         spool = workload.make_spool(root / "spool")
         workload.fill_new_parallel(spool, n)
         settle()
-        with daemon(ctx, root, tansu) as d:
+        with daemon(ctx, root, tansu.bootstrap) as d:
             ready = d.wait_ready()
             cpu_at_ready = cpu_seconds(d.pid)
             spy = _start_py_spy(d.pid, profile_to) if profile_to else None

@@ -265,21 +265,25 @@ class RunningDaemon:
 def daemon(
     ctx: Context,
     root: Path,
-    tansu: Tansu,
+    bootstrap: str,
     *,
     params: dict[str, str | None] | None = None,
     kafka: dict[str, str] | None = None,
     extra_conf: dict[str, str] | None = None,
+    spool: Path | None = None,
 ) -> Iterator[RunningDaemon]:
     """The daemon as a real process (``python -m jobcompd run``) in ``root``, with the test
-    suite's configuration (spool in root/spool); killed on exit if still running."""
+    suite's configuration (spool in root/spool unless ``spool`` is given), producing to
+    ``bootstrap``; killed on exit if still running."""
     dut = DaemonUnderTest(
         root=root,
-        bootstrap=tansu.bootstrap,
+        bootstrap=bootstrap,
         params=dict(params or {}),
         kafka=dict(kafka or {}),
         extra_conf=dict(extra_conf or {}),
     )
+    if spool is not None:
+        dut.spool = spool
     dut.write_config()
     notify = NotifyListener(root / "notify.sock")
     env = {"NOTIFY_SOCKET": str(notify.path)}

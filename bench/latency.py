@@ -344,7 +344,8 @@ def run(ctx: Context) -> list[Row]:
         port = free_port()
         with (
             broker(ctx, NAME) as tansu,
-            daemon(ctx, root, tansu, extra_conf={"MetricsListen": f"127.0.0.1:{port}"}) as d,
+            daemon(ctx, root, tansu.bootstrap,
+                   extra_conf={"MetricsListen": f"127.0.0.1:{port}"}) as d,
         ):
             d.wait_ready()
             metrics_url = f"http://127.0.0.1:{port}/metrics"

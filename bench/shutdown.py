@@ -32,7 +32,7 @@ def shutdown_once(ctx: Context, n: int, flush_timeout_ms: int) -> dict[str, floa
             daemon(
                 ctx,
                 root,
-                tansu,
+                tansu.bootstrap,
                 params={"flush_timeout": str(flush_timeout_ms)},
                 kafka={"message.timeout.ms": MESSAGE_TIMEOUT_MS},
                 extra_conf={"DebugFlags": "JobComp"},
