@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -169,6 +170,21 @@ def _alive(pid: int) -> bool:
         if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
             return False
     return True
+
+
+def kill_processes(part: str, matches: Callable[[list[bytes]], bool]) -> None:
+    """SIGKILL every other process whose ``/proc/<pid>/<part>`` (``environ``, ``cmdline``:
+    NUL-separated) ``matches``: what a killed run left without a PID file."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            fields = (entry / part).read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if matches(fields):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def stop_pid(pid: int, timeout: float = 30.0) -> None:
@@ -473,16 +489,7 @@ class SlurmCluster(ClusterBase):
         sbatch passes ours to the job).
         """
         marker = f"SLURM_CONF={self.conf}".encode()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                environ = (entry / "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if marker in environ:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(entry.name), signal.SIGKILL)
+        kill_processes("environ", lambda environ: marker in environ)
 
     def start_munge(self) -> None:
         """Use a munged that answers already; else start our own."""

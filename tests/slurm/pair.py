@@ -20,7 +20,6 @@ its munged and its client commands.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import signal
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from tests.broker import wait_for
 from tests.slurm.chroot_cluster import ChrootCluster
-from tests.slurm.cluster import ClusterBase, ClusterError
+from tests.slurm.cluster import ClusterBase, ClusterError, kill_processes
 
 HERE = Path(__file__).resolve().parent
 PAIR_TEMPLATE = HERE / "slurm-pair.conf.in"
@@ -207,13 +206,5 @@ class ControllerPair:
         """SIGKILL the jobcompd daemons a killed run left (they have no PID file): those
         whose command line names a configuration in the cluster's folder."""
         marker = f"{self.cluster.base}/jobcompd-".encode()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"jobcompd" in argv and any(a.startswith(marker) for a in argv):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(entry.name), signal.SIGKILL)
+        kill_processes("cmdline", lambda argv: b"jobcompd" in argv
+                       and any(a.startswith(marker) for a in argv))
