@@ -11,7 +11,7 @@ it does after (the first sum of new/'s bytes, the producer's connection) is not 
 
 from __future__ import annotations
 
-from bench import workload
+from bench import backlog, workload
 from bench.harness import (
     Context,
     Row,
@@ -28,14 +28,8 @@ from tests.broker import free_port
 NAME = "startup"
 
 
-def count(ctx: Context) -> int:
-    if ctx.backlog is not None:
-        return ctx.backlog
-    return 50_000 if ctx.quick else 1_000_000
-
-
 def run(ctx: Context) -> list[Row]:
-    n = count(ctx)
+    n = backlog.count(ctx)  # the big backlog's count: --backlog, or its default
     root = ctx.scratch(NAME)
     spool = workload.make_spool(root / "spool")
     readies: list[float] = []
