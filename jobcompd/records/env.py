@@ -143,31 +143,19 @@ def from_env(env: Mapping[str, str], *, send_comment: bool = False) -> tuple[str
 def _from_jobcomp_script(env: Mapping[str, str]) -> JobRecord:
     """The jobcomp/script environment (Slurm's job_record at job end) as a job end record.
 
-    Not in this environment, so absent (or null where Slurm always writes the key):
-    container, alloc_node, failed_node (null); priority, ntasks, ntasks_per_node,
-    ntasks_per_tres, cpus_per_task, excluded_nodes, wc_key, the TRES strings, admin_comment,
-    comment, script and parent_accounts (omitted). Without ELIGIBLE (before 24.05) also
-    @eligible and @queue_wait.
-
-    Longer than most functions: one keyword per message field, in the message's order, reads
-    as the mapping it is; split up, the order would be lost.
+    Not in this environment, so absent (or null where Slurm always writes the key): container,
+    alloc_node, failed_node (null); priority, ntasks, ntasks_per_node, ntasks_per_tres,
+    cpus_per_task, excluded_nodes, wc_key, the TRES strings, admin_comment, comment, script and
+    parent_accounts (omitted). Without ELIGIBLE (before 24.05) also @eligible and @queue_wait.
     """
     jobid = job_id(env, "JOBID")
     start = integer(env, "START")
     end = integer(env, "END")
     total_cpus = integer(env, "PROCS")
     run_time = elapsed(start, end)
-    array_job_id: int | UnsetType = UNSET
-    array_task_id: int | UnsetType = UNSET
-    task = integer(env, "ARRAYTASKID", default=NO_VAL)
-    if task != NO_VAL:
-        array_job_id, array_task_id = integer(env, "ARRAYJOBID"), task
-    het_id_var = "HETJOBID" if "HETJOBID" in env else "PACKJOBID"
-    het_offset_var = "HETJOBOFFSET" if "HETJOBOFFSET" in env else "PACKJOBOFFSET"
-    het_job_id = integer(env, het_id_var, default=0)
-    het_job_offset = integer(env, het_offset_var, default=0)
+    array_job_id, array_task_id = _array_ids(env)
+    het_job_id, het_job_offset = _het_ids(env)
     eligible = integer(env, "ELIGIBLE", default=0)
-    work_dir = env.get("WORK_DIR", "")
     return JobRecord(
         jobid=jobid,
         sluid=optional(env, "SLUID"),
@@ -199,8 +187,7 @@ def _from_jobcomp_script(env: Mapping[str, str]) -> JobRecord:
         submit=format_time(integer(env, "SUBMIT", default=0), "SUBMIT"),
         eligible=format_time(eligible, "ELIGIBLE"),
         queue_wait=queue_wait(start, eligible),
-        # jobcomp/script writes the literal "unknown" when the job has no working directory.
-        work_dir=UNSET if work_dir in ("", "unknown") else work_dir,
+        work_dir=_work_dir(env),
         std_err=optional(env, "STDERR"),
         std_in=optional(env, "STDIN"),
         std_out=optional(env, "STDOUT"),
@@ -213,6 +200,29 @@ def _from_jobcomp_script(env: Mapping[str, str]) -> JobRecord:
         reservation_name=optional(env, "RESERVATION"),
         account=optional(env, "ACCOUNT"),
     )
+
+
+def _array_ids(env: Mapping[str, str]) -> tuple[int | UnsetType, int | UnsetType]:
+    """(array_job_id, array_task_id) of an array task; both absent for any other job."""
+    task = integer(env, "ARRAYTASKID", default=NO_VAL)
+    if task == NO_VAL:
+        return UNSET, UNSET
+    return integer(env, "ARRAYJOBID"), task
+
+
+def _het_ids(env: Mapping[str, str]) -> tuple[int, int]:
+    """(het_job_id, het_job_offset), 0 for a job that is not heterogeneous; older Slurm names
+    them PACKJOBID and PACKJOBOFFSET."""
+    id_var = "HETJOBID" if "HETJOBID" in env else "PACKJOBID"
+    offset_var = "HETJOBOFFSET" if "HETJOBOFFSET" in env else "PACKJOBOFFSET"
+    return integer(env, id_var, default=0), integer(env, offset_var, default=0)
+
+
+def _work_dir(env: Mapping[str, str]) -> str | UnsetType:
+    """WORK_DIR; absent where jobcomp/script writes the literal "unknown" (no working
+    directory) or nothing."""
+    work_dir = env.get("WORK_DIR", "")
+    return UNSET if work_dir in ("", "unknown") else work_dir
 
 
 def _from_prolog(env: Mapping[str, str]) -> JobRecord:

@@ -105,14 +105,10 @@ def build_status(
     configuration in force); ``restart_needed`` maps the keys a reload changed but could not
     apply to their configured values; ``role`` says whether this daemon holds the spool
     lock (``active``) or stands by, and who holds it (``lock_holder``); the ``spool_*`` bytes
-    are the spool's free space, what new/ takes, and SpoolMinFreeBytes (None: not known).
-
-    Longer than most functions: one keyword and one key per field of the document, in the
-    document's order, which reads as the format it is."""
+    are the spool's free space, what new/ takes, and SpoolMinFreeBytes (None: not known)."""
     if state not in STATES:
         raise ValueError(f"status state {state!r}: expected one of {', '.join(STATES)}")
     now = time.time() if now is None else now
-    oldest_at = oldest_pending_ns / 1e9 if oldest_pending_ns is not None else None
     return {
         "version": STATUS_VERSION,
         "jobcompd_version": __version__,
@@ -126,8 +122,7 @@ def build_status(
         "backlog": backlog,
         "backlog_truncated": backlog_truncated,
         "in_flight": in_flight,
-        "oldest_pending_at": oldest_at,
-        "oldest_pending_age_s": max(0.0, now - oldest_at) if oldest_at is not None else None,
+        **_oldest_pending(oldest_pending_ns, now),
         "broker": {None: "unknown", True: "up", False: "down"}[broker_up],
         "dead_letters": dead_letters,
         "unreadable": unreadable,
@@ -141,6 +136,14 @@ def build_status(
         "config": dict(config),
         **_role_fields(role),
     }
+
+
+def _oldest_pending(oldest_pending_ns: int | None, now: float) -> dict[str, float | None]:
+    """When the oldest unacknowledged record was written (Unix time), and its age."""
+    if oldest_pending_ns is None:
+        return {"oldest_pending_at": None, "oldest_pending_age_s": None}
+    oldest_at = oldest_pending_ns / 1e9
+    return {"oldest_pending_at": oldest_at, "oldest_pending_age_s": max(0.0, now - oldest_at)}
 
 
 def _role_fields(role: Role | None) -> dict[str, Any]:
